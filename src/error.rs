@@ -1,0 +1,134 @@
+//! One error type for the whole crate.
+//!
+//! Every variant names something a caller can act on: fix a URI, install a
+//! package, pick another algorithm, check a device. Messages never contain
+//! secrets (PINs, private keys, access tokens).
+
+use std::path::PathBuf;
+
+/// The result type used throughout popkey.
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// Everything that can go wrong in popkey.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    /// A key URI could not be parsed or names something unsupported.
+    #[error("invalid key URI `{uri}`: {reason}")]
+    InvalidUri {
+        /// The URI as given, with secrets (such as `pin-value`) redacted.
+        uri: String,
+        /// What is wrong with it.
+        reason: String,
+    },
+
+    /// The URI names a backend this build of popkey does not contain.
+    #[error("the `{scheme}:` backend is not available in this build of popkey: {hint}")]
+    BackendNotBuilt {
+        /// The URI scheme (`pkcs11`, `tpm`).
+        scheme: &'static str,
+        /// What to do about it.
+        hint: &'static str,
+    },
+
+    /// An algorithm name popkey does not support.
+    #[error("unsupported algorithm `{0}`: use ES256, RS256 or PS256")]
+    UnsupportedAlgorithm(String),
+
+    /// The key exists but cannot be used with the requested algorithm.
+    #[error("key type does not fit the algorithm: {0}")]
+    AlgorithmMismatch(String),
+
+    /// `create` was asked to write a key where one already exists.
+    #[error("a key already exists at {0}; refusing to overwrite it (pass --force / CreateOptions::overwrite to replace it)")]
+    KeyExists(String),
+
+    /// No key at the place the URI names.
+    #[error("no key found: {0}")]
+    KeyNotFound(String),
+
+    /// A file could not be read or written.
+    #[error("{action} {path}: {source}")]
+    Io {
+        /// What popkey was doing ("cannot read", "cannot create", ...).
+        action: &'static str,
+        /// The file concerned.
+        path: PathBuf,
+        /// The operating-system error.
+        #[source]
+        source: std::io::Error,
+    },
+
+    /// A key file exists but is unsafe to use (for example, readable by others).
+    #[error("unsafe key file {path}: {reason}")]
+    UnsafeKeyFile {
+        /// The file concerned.
+        path: PathBuf,
+        /// What is wrong and how to fix it.
+        reason: String,
+    },
+
+    /// A PEM or DER key could not be decoded.
+    #[error("malformed key in {source_name}: {reason}")]
+    MalformedKey {
+        /// Where the key came from (a path, or "PEM input").
+        source_name: String,
+        /// What is wrong with it.
+        reason: String,
+    },
+
+    /// A JSON Web Key is malformed or not acceptable.
+    #[error("invalid JWK: {0}")]
+    InvalidJwk(String),
+
+    /// An HTTP method, URL, header or claim given for signing is unusable.
+    #[error("invalid request: {0}")]
+    InvalidRequest(String),
+
+    /// The public key a backend reports and the key it signs with are not one pair.
+    #[error("key pair mismatch: {0}")]
+    KeyMismatch(String),
+
+    /// A hardware key is exportable and the caller did not allow that.
+    #[error("refusing to use exportable key {uri}: the device says its private key can leave it; pass --allow-exportable (OpenOptions::allow_exportable) if that is acceptable")]
+    ExportableKey {
+        /// The key's URI (secrets redacted).
+        uri: String,
+    },
+
+    /// A backend failed to sign or to answer.
+    #[error("{backend} backend: {message}")]
+    Backend {
+        /// Which backend (`mem`, `file`, `pkcs11`, `tpm`, `custom`).
+        backend: &'static str,
+        /// What went wrong.
+        message: String,
+    },
+
+    /// A signature did not verify.
+    #[error("signature verification failed: {0}")]
+    BadSignature(String),
+
+    /// A process-wide default key was already installed.
+    #[error(
+        "a process-wide default key is already installed; rotate it with popkey::rotate_default"
+    )]
+    DefaultAlreadyInstalled,
+}
+
+impl Error {
+    pub(crate) fn uri(uri: &str, reason: impl Into<String>) -> Self {
+        Error::InvalidUri {
+            uri: crate::uri::redact(uri),
+            reason: reason.into(),
+        }
+    }
+
+    pub(crate) fn request(reason: impl Into<String>) -> Self {
+        Error::InvalidRequest(reason.into())
+    }
+
+    pub(crate) fn jwk(reason: impl Into<String>) -> Self {
+        Error::InvalidJwk(reason.into())
+    }
+}

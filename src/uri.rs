@@ -1,0 +1,648 @@
+//! Key URIs: one parser for every backend.
+//!
+//! | scheme | example |
+//! |---|---|
+//! | `mem:` | `mem:`, `mem:?alg=PS256&rotate=8h` |
+//! | `file:` | `file:/etc/popkey/key.pem`, `file:///etc/popkey/key.pem?alg=PS256` |
+//! | `pkcs11:` | `pkcs11:token=popkey;object=api?module-path=/usr/lib/softhsm/libsofthsm2.so&pin-source=/run/pin` (RFC 7512) |
+//! | `tpm:` | `tpm:handle=0x81000100`, `tpm:path=/var/lib/popkey/key.pem;tcti=swtpm:host=127.0.0.1,port=2321` |
+//!
+//! Every scheme takes an optional `alg` (`ES256`, `RS256`, `PS256`).
+
+use std::fmt;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use zeroize::Zeroizing;
+
+use crate::alg::Algorithm;
+use crate::error::{Error, Result};
+
+/// Longest key URI accepted.
+const MAX_URI_LEN: usize = 4096;
+
+/// A parsed key URI.
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum KeyUri {
+    /// A key generated in memory when opened.
+    Mem(MemUri),
+    /// A PKCS#8 PEM key file.
+    File(FileUri),
+    /// A key in a PKCS#11 token (RFC 7512).
+    Pkcs11(Pkcs11Uri),
+    /// A key in a TPM 2.0.
+    Tpm(TpmUri),
+}
+
+/// `mem:?alg=…&rotate=…&bits=…`
+#[derive(Clone, Debug, PartialEq, Eq, Default)]
+pub struct MemUri {
+    /// Algorithm of generated keys (ES256 when absent).
+    pub alg: Option<Algorithm>,
+    /// Replace the key with a new one this often (MSAL rotates every 8 hours).
+    pub rotate: Option<Duration>,
+    /// RSA modulus size for RS256/PS256 (2048 when absent).
+    pub bits: Option<usize>,
+}
+
+/// `file:/path/key.pem?alg=…&bits=…`
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct FileUri {
+    /// The key file.
+    pub path: PathBuf,
+    /// Algorithm; for RSA files it chooses RS256 (default) or PS256.
+    pub alg: Option<Algorithm>,
+    /// RSA modulus size when creating (2048 when absent).
+    pub bits: Option<usize>,
+}
+
+/// An RFC 7512 PKCS#11 URI.
+#[derive(Clone, PartialEq, Eq, Default)]
+pub struct Pkcs11Uri {
+    /// `token`: the token label.
+    pub token: Option<String>,
+    /// `manufacturer`: the token manufacturer ID.
+    pub manufacturer: Option<String>,
+    /// `model`: the token model.
+    pub model: Option<String>,
+    /// `serial`: the token serial number.
+    pub serial: Option<String>,
+    /// `slot-id`: the slot number.
+    pub slot_id: Option<u64>,
+    /// `object`: the key label (`CKA_LABEL`).
+    pub object: Option<String>,
+    /// `id`: the key ID (`CKA_ID`), raw bytes.
+    pub id: Option<Vec<u8>>,
+    /// `type`: `private`, `public`, `cert`, `secret-key` or `data`.
+    pub object_type: Option<String>,
+    /// `module-path`: the PKCS#11 module (shared library) to load.
+    pub module_path: Option<PathBuf>,
+    /// `pin-value`: the user PIN, inline (prefer `pin-source`).
+    pub pin_value: Option<Zeroizing<String>>,
+    /// `pin-source`: a file holding the user PIN.
+    pub pin_source: Option<PathBuf>,
+    /// `alg` (popkey): the JWS algorithm for RSA keys, or for new keys.
+    pub alg: Option<Algorithm>,
+}
+
+impl fmt::Debug for Pkcs11Uri {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Pkcs11Uri")
+            .field("token", &self.token)
+            .field("manufacturer", &self.manufacturer)
+            .field("model", &self.model)
+            .field("serial", &self.serial)
+            .field("slot_id", &self.slot_id)
+            .field("object", &self.object)
+            .field("id", &self.id)
+            .field("object_type", &self.object_type)
+            .field("module_path", &self.module_path)
+            .field("pin_value", &self.pin_value.as_ref().map(|_| "<redacted>"))
+            .field("pin_source", &self.pin_source)
+            .field("alg", &self.alg)
+            .finish()
+    }
+}
+
+/// A TPM key: `tpm:handle=0x81…` or `tpm:path=…`, with `;tcti=…`,
+/// `;auth-source=…` and `?alg=…` optional.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct TpmUri {
+    /// Where the key is.
+    pub key: TpmKeyRef,
+    /// The TCTI configuration string (`swtpm:host=…,port=…`, `device:/dev/tpmrm0`).
+    pub tcti: Option<String>,
+    /// A file holding the key's authorization value.
+    pub auth_source: Option<PathBuf>,
+    /// The JWS algorithm for RSA keys, or for new keys.
+    pub alg: Option<Algorithm>,
+}
+
+/// Where a TPM key is.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum TpmKeyRef {
+    /// A persistent handle, `0x81000000`–`0x81FFFFFF`.
+    Handle(u32),
+    /// A `TSS2 PRIVATE KEY` PEM file.
+    Path(PathBuf),
+}
+
+impl KeyUri {
+    /// Parses a key URI.
+    ///
+    /// ```
+    /// use popkey::{Algorithm, KeyUri};
+    /// let KeyUri::Mem(m) = KeyUri::parse("mem:?alg=PS256&rotate=8h")? else { unreachable!() };
+    /// assert_eq!(m.alg, Some(Algorithm::PS256));
+    /// assert_eq!(m.rotate, Some(std::time::Duration::from_secs(8 * 3600)));
+    /// # Ok::<(), popkey::Error>(())
+    /// ```
+    pub fn parse(uri: &str) -> Result<Self> {
+        if uri.len() > MAX_URI_LEN {
+            return Err(Error::uri(
+                &uri[..64.min(uri.len())],
+                format!("longer than {MAX_URI_LEN} bytes"),
+            ));
+        }
+        if uri.chars().any(|c| c.is_control() || c == ' ') {
+            return Err(Error::uri(
+                uri,
+                "contains spaces or control characters; percent-encode them",
+            ));
+        }
+        let (scheme, rest) = uri.split_once(':').ok_or_else(|| {
+            Error::uri(uri, "no scheme; expected one of mem:, file:, pkcs11:, tpm:")
+        })?;
+        match scheme.to_ascii_lowercase().as_str() {
+            "mem" => parse_mem(uri, rest).map(KeyUri::Mem),
+            "file" => parse_file(uri, rest).map(KeyUri::File),
+            "pkcs11" => parse_pkcs11(uri, rest).map(KeyUri::Pkcs11),
+            "tpm" => parse_tpm(uri, rest).map(KeyUri::Tpm),
+            _ => Err(Error::uri(
+                uri,
+                format!(
+                    "unknown scheme `{}`; expected one of mem:, file:, pkcs11:, tpm:",
+                    scheme.chars().take(16).collect::<String>()
+                ),
+            )),
+        }
+    }
+
+    /// The backend name: `mem`, `file`, `pkcs11` or `tpm`.
+    pub fn backend(&self) -> &'static str {
+        match self {
+            KeyUri::Mem(_) => "mem",
+            KeyUri::File(_) => "file",
+            KeyUri::Pkcs11(_) => "pkcs11",
+            KeyUri::Tpm(_) => "tpm",
+        }
+    }
+
+    /// The `alg` the URI asks for, if any.
+    pub fn alg(&self) -> Option<Algorithm> {
+        match self {
+            KeyUri::Mem(m) => m.alg,
+            KeyUri::File(f) => f.alg,
+            KeyUri::Pkcs11(p) => p.alg,
+            KeyUri::Tpm(t) => t.alg,
+        }
+    }
+}
+
+/// Replaces the value of any `pin-value` attribute with `<redacted>`.
+pub fn redact(uri: &str) -> String {
+    let mut out = String::with_capacity(uri.len());
+    let mut rest = uri;
+    while let Some(pos) = rest.find("pin-value=") {
+        let start = pos + "pin-value=".len();
+        out.push_str(&rest[..start]);
+        out.push_str("<redacted>");
+        let after = &rest[start..];
+        let end = after.find(['&', ';', '?']).unwrap_or(after.len());
+        rest = &after[end..];
+    }
+    out.push_str(rest);
+    out
+}
+
+/// Splits `a=b` pairs on `sep`, rejecting empties and duplicates.
+fn pairs<'a>(uri: &str, text: &'a str, sep: char) -> Result<Vec<(&'a str, &'a str)>> {
+    let mut out: Vec<(&str, &str)> = Vec::new();
+    if text.is_empty() {
+        return Ok(out);
+    }
+    for part in text.split(sep) {
+        let (name, value) = part.split_once('=').ok_or_else(|| {
+            Error::uri(uri, format!("attribute `{}` has no `=value`", clip(part)))
+        })?;
+        if name.is_empty() {
+            return Err(Error::uri(uri, "an attribute has an empty name"));
+        }
+        if out.iter().any(|(n, _)| *n == name) {
+            return Err(Error::uri(
+                uri,
+                format!("attribute `{}` appears more than once", clip(name)),
+            ));
+        }
+        out.push((name, value));
+    }
+    Ok(out)
+}
+
+/// Decodes RFC 3986 percent-encoding into bytes.
+pub(crate) fn pct_decode(uri: &str, text: &str) -> Result<Vec<u8>> {
+    let bytes = text.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        if bytes[i] == b'%' {
+            let hex = bytes
+                .get(i + 1..i + 3)
+                .and_then(|h| std::str::from_utf8(h).ok())
+                .and_then(|h| u8::from_str_radix(h, 16).ok())
+                .ok_or_else(|| Error::uri(uri, "a `%` is not followed by two hex digits"))?;
+            out.push(hex);
+            i += 3;
+        } else {
+            out.push(bytes[i]);
+            i += 1;
+        }
+    }
+    Ok(out)
+}
+
+fn pct_string(uri: &str, name: &str, text: &str) -> Result<String> {
+    String::from_utf8(pct_decode(uri, text)?)
+        .map_err(|_| Error::uri(uri, format!("`{name}` is not UTF-8 after percent-decoding")))
+}
+
+fn parse_alg(uri: &str, v: &str) -> Result<Algorithm> {
+    v.parse().map_err(|_| {
+        Error::uri(
+            uri,
+            format!("alg `{}` is not ES256, RS256 or PS256", clip(v)),
+        )
+    })
+}
+
+fn parse_bits(uri: &str, v: &str) -> Result<usize> {
+    match v.parse::<usize>() {
+        Ok(b @ (2048 | 3072 | 4096)) => Ok(b),
+        _ => Err(Error::uri(
+            uri,
+            format!("bits `{}` must be 2048, 3072 or 4096", clip(v)),
+        )),
+    }
+}
+
+/// Parses `8h`, `30m`, `45s`, `1d` or a plain number of seconds.
+pub(crate) fn parse_duration(text: &str) -> Option<Duration> {
+    let (num, unit) = match text.find(|c: char| !c.is_ascii_digit()) {
+        Some(i) => text.split_at(i),
+        None => (text, "s"),
+    };
+    let n: u64 = num.parse().ok()?;
+    let secs = match unit {
+        "s" => n,
+        "m" => n.checked_mul(60)?,
+        "h" => n.checked_mul(3600)?,
+        "d" => n.checked_mul(86_400)?,
+        _ => return None,
+    };
+    (secs > 0).then(|| Duration::from_secs(secs))
+}
+
+fn parse_mem(uri: &str, rest: &str) -> Result<MemUri> {
+    let query = match rest.split_once('?') {
+        Some(("", q)) => q,
+        None if rest.is_empty() => "",
+        _ => return Err(Error::uri(uri, "mem: takes no path; write `mem:?alg=...`")),
+    };
+    let mut m = MemUri::default();
+    for (name, value) in pairs(uri, query, '&')? {
+        match name {
+            "alg" => m.alg = Some(parse_alg(uri, value)?),
+            "bits" => m.bits = Some(parse_bits(uri, value)?),
+            "rotate" => {
+                m.rotate = Some(parse_duration(value).ok_or_else(|| {
+                    Error::uri(
+                        uri,
+                        format!(
+                            "rotate `{}` is not a duration like 8h, 30m or 90s",
+                            clip(value)
+                        ),
+                    )
+                })?)
+            }
+            other => {
+                return Err(Error::uri(
+                    uri,
+                    format!(
+                        "unknown mem: attribute `{}`; known: alg, rotate, bits",
+                        clip(other)
+                    ),
+                ))
+            }
+        }
+    }
+    if m.bits.is_some() && !m.alg.is_some_and(Algorithm::is_rsa) {
+        return Err(Error::uri(uri, "bits applies to RS256 and PS256 keys only"));
+    }
+    Ok(m)
+}
+
+fn parse_file(uri: &str, rest: &str) -> Result<FileUri> {
+    let (path, query) = rest.split_once('?').unwrap_or((rest, ""));
+    // RFC 8089: file:/p, file:///p and file://localhost/p name the same file.
+    let path = if let Some(auth_and_path) = path.strip_prefix("//") {
+        let slash = auth_and_path.find('/').unwrap_or(auth_and_path.len());
+        let (host, p) = auth_and_path.split_at(slash);
+        if !(host.is_empty() || host.eq_ignore_ascii_case("localhost")) {
+            return Err(Error::uri(
+                uri,
+                "file: URIs must name a local file (no host)",
+            ));
+        }
+        p
+    } else {
+        path
+    };
+    if path.is_empty() {
+        return Err(Error::uri(
+            uri,
+            "file: needs a path, e.g. file:/etc/popkey/key.pem",
+        ));
+    }
+    let decoded = pct_string(uri, "path", path)?;
+    let mut f = FileUri {
+        path: PathBuf::from(decoded),
+        alg: None,
+        bits: None,
+    };
+    for (name, value) in pairs(uri, query, '&')? {
+        match name {
+            "alg" => f.alg = Some(parse_alg(uri, value)?),
+            "bits" => f.bits = Some(parse_bits(uri, value)?),
+            other => {
+                return Err(Error::uri(
+                    uri,
+                    format!(
+                        "unknown file: attribute `{}`; known: alg, bits",
+                        clip(other)
+                    ),
+                ))
+            }
+        }
+    }
+    Ok(f)
+}
+
+fn parse_pkcs11(uri: &str, rest: &str) -> Result<Pkcs11Uri> {
+    let (path, query) = rest.split_once('?').unwrap_or((rest, ""));
+    let mut p = Pkcs11Uri::default();
+    for (name, value) in pairs(uri, path, ';')? {
+        match name {
+            "token" => p.token = Some(pct_string(uri, name, value)?),
+            "manufacturer" => p.manufacturer = Some(pct_string(uri, name, value)?),
+            "model" => p.model = Some(pct_string(uri, name, value)?),
+            "serial" => p.serial = Some(pct_string(uri, name, value)?),
+            "object" => p.object = Some(pct_string(uri, name, value)?),
+            "id" => p.id = Some(pct_decode(uri, value)?),
+            "slot-id" => {
+                p.slot_id = Some(pct_string(uri, name, value)?.parse().map_err(|_| {
+                    Error::uri(uri, format!("slot-id `{}` is not a number", clip(value)))
+                })?)
+            }
+            "type" => {
+                let t = pct_string(uri, name, value)?;
+                if !matches!(t.as_str(), "private" | "public" | "cert" | "secret-key" | "data") {
+                    return Err(Error::uri(
+                        uri,
+                        format!("type `{}` is not one of private, public, cert, secret-key, data", clip(&t)),
+                    ));
+                }
+                p.object_type = Some(t);
+            }
+            // RFC 7512 library attributes select a module; popkey picks the
+            // module by module-path, so these are accepted and not used.
+            "library-manufacturer" | "library-description" | "library-version"
+            | "slot-description" | "slot-manufacturer" => {}
+            other => {
+                return Err(Error::uri(
+                    uri,
+                    format!(
+                        "unknown pkcs11: path attribute `{}`; known: token, manufacturer, model, serial, slot-id, object, id, type",
+                        clip(other)
+                    ),
+                ))
+            }
+        }
+    }
+    for (name, value) in pairs(uri, query, '&')? {
+        match name {
+            "module-path" => p.module_path = Some(PathBuf::from(pct_string(uri, name, value)?)),
+            "pin-value" => p.pin_value = Some(Zeroizing::new(pct_string(uri, name, value)?)),
+            "pin-source" => {
+                let src = pct_string(uri, name, value)?;
+                let src = src.strip_prefix("file:").unwrap_or(&src).to_owned();
+                p.pin_source = Some(PathBuf::from(src));
+            }
+            "alg" => p.alg = Some(parse_alg(uri, value)?),
+            // RFC 7512 §2.3: module-name selects a module by name; ignored in
+            // favour of module-path.
+            "module-name" => {}
+            other => {
+                return Err(Error::uri(
+                    uri,
+                    format!(
+                        "unknown pkcs11: query attribute `{}`; known: module-path, pin-value, pin-source, alg",
+                        clip(other)
+                    ),
+                ))
+            }
+        }
+    }
+    if p.pin_value.is_some() && p.pin_source.is_some() {
+        return Err(Error::uri(uri, "give pin-value or pin-source, not both"));
+    }
+    Ok(p)
+}
+
+fn parse_tpm(uri: &str, rest: &str) -> Result<TpmUri> {
+    let (path, query) = rest.split_once('?').unwrap_or((rest, ""));
+    let mut key = None;
+    let mut t = TpmUri {
+        key: TpmKeyRef::Handle(0),
+        tcti: None,
+        auth_source: None,
+        alg: None,
+    };
+    let both = || Error::uri(uri, "give handle= or path=, not both");
+    for (name, value) in pairs(uri, path, ';')? {
+        match name {
+            "handle" => {
+                if key.is_some() {
+                    return Err(both());
+                }
+                key = Some(TpmKeyRef::Handle(parse_handle(uri, value)?));
+            }
+            "path" => {
+                if key.is_some() {
+                    return Err(both());
+                }
+                let p = pct_string(uri, name, value)?;
+                if p.is_empty() {
+                    return Err(Error::uri(uri, "path= is empty"));
+                }
+                key = Some(TpmKeyRef::Path(PathBuf::from(p)));
+            }
+            "tcti" => t.tcti = Some(pct_string(uri, name, value)?),
+            "auth-source" => t.auth_source = Some(PathBuf::from(pct_string(uri, name, value)?)),
+            "alg" => t.alg = Some(parse_alg(uri, value)?),
+            other => {
+                return Err(Error::uri(
+                    uri,
+                    format!(
+                        "unknown tpm: attribute `{}`; known: handle, path, tcti, auth-source, alg",
+                        clip(other)
+                    ),
+                ))
+            }
+        }
+    }
+    for (name, value) in pairs(uri, query, '&')? {
+        match name {
+            "alg" if t.alg.is_none() => t.alg = Some(parse_alg(uri, value)?),
+            other => {
+                return Err(Error::uri(
+                    uri,
+                    format!(
+                        "unknown or repeated tpm: query attribute `{}`; known: alg",
+                        clip(other)
+                    ),
+                ))
+            }
+        }
+    }
+    t.key = key.ok_or_else(|| {
+        Error::uri(
+            uri,
+            "name the key with handle=0x81... or path=/path/key.pem",
+        )
+    })?;
+    Ok(t)
+}
+
+fn parse_handle(uri: &str, text: &str) -> Result<u32> {
+    let bad = || {
+        Error::uri(
+            uri,
+            format!(
+                "handle `{}` is not a persistent handle (0x81000000-0x81FFFFFF)",
+                clip(text)
+            ),
+        )
+    };
+    let hex = text
+        .strip_prefix("0x")
+        .or_else(|| text.strip_prefix("0X"))
+        .ok_or_else(bad)?;
+    let h = u32::from_str_radix(hex, 16).map_err(|_| bad())?;
+    if h >> 24 != 0x81 {
+        return Err(bad());
+    }
+    Ok(h)
+}
+
+fn clip(s: &str) -> String {
+    let mut out: String = s.chars().take(40).collect();
+    if out.len() < s.len() {
+        out.push('…');
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn mem_and_file() {
+        assert_eq!(
+            KeyUri::parse("mem:").unwrap(),
+            KeyUri::Mem(MemUri::default())
+        );
+        let KeyUri::Mem(m) = KeyUri::parse("mem:?alg=RS256&bits=3072&rotate=30m").unwrap() else {
+            panic!()
+        };
+        assert_eq!(
+            (m.alg, m.bits, m.rotate),
+            (
+                Some(Algorithm::RS256),
+                Some(3072),
+                Some(Duration::from_secs(1800))
+            )
+        );
+        for (text, path) in [
+            ("file:/a/b.pem", "/a/b.pem"),
+            ("file:///a/b.pem", "/a/b.pem"),
+            ("file://localhost/a/b%20c.pem", "/a/b c.pem"),
+            ("file:rel.pem?alg=PS256", "rel.pem"),
+        ] {
+            let KeyUri::File(f) = KeyUri::parse(text).unwrap() else {
+                panic!()
+            };
+            assert_eq!(f.path, PathBuf::from(path));
+        }
+    }
+
+    #[test]
+    fn pkcs11_rfc7512() {
+        let KeyUri::Pkcs11(p) = KeyUri::parse(
+            "pkcs11:token=My%20Token;object=api;id=%01%02%ff;type=private;slot-id=3?module-path=/usr/lib/x.so&pin-value=1234",
+        )
+        .unwrap() else {
+            panic!()
+        };
+        assert_eq!(p.token.as_deref(), Some("My Token"));
+        assert_eq!(p.id.as_deref(), Some(&[1u8, 2, 255][..]));
+        assert_eq!(p.slot_id, Some(3));
+        assert_eq!(p.pin_value.as_deref().map(String::as_str), Some("1234"));
+        assert!(!format!("{p:?}").contains("1234"));
+    }
+
+    #[test]
+    fn tpm() {
+        let KeyUri::Tpm(t) =
+            KeyUri::parse("tpm:handle=0x81000100;tcti=swtpm:host=127.0.0.1,port=2321").unwrap()
+        else {
+            panic!()
+        };
+        assert_eq!(t.key, TpmKeyRef::Handle(0x8100_0100));
+        assert_eq!(t.tcti.as_deref(), Some("swtpm:host=127.0.0.1,port=2321"));
+    }
+
+    #[test]
+    fn bad_uris_are_typed_errors() {
+        for bad in [
+            "",
+            "nokey",
+            "http://x",
+            "mem:/path",
+            "mem:?alg=HS256",
+            "mem:?rotate=8x",
+            "mem:?bits=2048",
+            "mem:?alg=ES256&alg=ES256",
+            "mem:?color=red",
+            "file:",
+            "file://host/a",
+            "file:/a%zz",
+            "pkcs11:token=a;token=b",
+            "pkcs11:frob=1",
+            "pkcs11:slot-id=x",
+            "pkcs11:?pin-value=1&pin-source=/p",
+            "tpm:",
+            "tpm:handle=0x80000001",
+            "tpm:handle=81000001",
+            "tpm:handle=0x81000001;path=/k",
+            "tpm:path=",
+            "mem:?alg=ES256 x",
+        ] {
+            match KeyUri::parse(bad) {
+                Err(Error::InvalidUri { .. }) => {}
+                other => panic!("{bad}: {other:?}"),
+            }
+        }
+    }
+
+    #[test]
+    fn redacts_pins() {
+        assert_eq!(
+            redact("pkcs11:token=a?pin-value=1234&module-path=/m"),
+            "pkcs11:token=a?pin-value=<redacted>&module-path=/m"
+        );
+        let err = KeyUri::parse("pkcs11:bogus=1?pin-value=secret").unwrap_err();
+        assert!(!err.to_string().contains("secret"));
+    }
+}
