@@ -1,0 +1,33 @@
+# Shared by ci/test and ci/demo: install what popkey's tests and demo need.
+
+# Debian packages: SoftHSM2 and OpenSC for PKCS#11, swtpm and tpm2-tools for
+# the TPM, libtss2-dev + pkg-config to build tss-esapi, the tpm2 OpenSSL
+# provider for key-file interop, python3-pip for the interop verifiers.
+POPKEY_APT_PACKAGES=(
+  pkg-config libtss2-dev softhsm2 opensc swtpm swtpm-tools tpm2-tools
+  tpm2-openssl openssl python3 python3-pip
+)
+
+ensure_packages() {
+  local missing=() p
+  for p in "${POPKEY_APT_PACKAGES[@]}"; do
+    dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+  done
+  if [ "${#missing[@]}" -gt 0 ]; then
+    echo "== installing: ${missing[*]}"
+    local sudo=""
+    [ "$(id -u)" -eq 0 ] || sudo="sudo"
+    $sudo apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends "${missing[@]}"
+  fi
+}
+
+# Independent verifiers for the interop tests: joserfc (a JOSE library we
+# did not write) on top of pyca/cryptography.
+ensure_python_modules() {
+  if ! python3 -c 'import joserfc, cryptography' 2>/dev/null; then
+    echo "== installing Python modules: joserfc cryptography"
+    python3 -m pip install --quiet joserfc cryptography \
+      || python3 -m pip install --quiet --break-system-packages joserfc cryptography
+  fi
+}

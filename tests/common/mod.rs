@@ -1,0 +1,96 @@
+//! Test helpers. The JWS verifier here is `ring` (BoringSSL's primitives),
+//! not popkey's own verification code, so every signature a test checks is
+//! checked by an implementation we did not write.
+#![allow(dead_code)]
+
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use base64::Engine;
+use serde_json::Value;
+
+pub fn b64d(s: &str) -> Vec<u8> {
+    URL_SAFE_NO_PAD.decode(s).expect("base64url")
+}
+
+/// Splits a compact JWS into (header, payload) JSON values.
+pub fn parts(compact: &str) -> (Value, Value) {
+    let mut it = compact.split('.');
+    let h = serde_json::from_slice(&b64d(it.next().unwrap())).expect("header JSON");
+    let p = serde_json::from_slice(&b64d(it.next().unwrap())).expect("payload JSON");
+    (h, p)
+}
+
+/// Verifies `compact` with `ring` against `jwk` (a public JWK object);
+/// panics with the reason when it does not verify.
+pub fn ring_verify(compact: &str, jwk: &Value) {
+    let (header, _) = parts(compact);
+    let alg = header["alg"].as_str().expect("alg");
+    let dot = compact.rfind('.').unwrap();
+    let input = &compact.as_bytes()[..dot];
+    let sig = b64d(&compact[dot + 1..]);
+    let field = |n: &str| b64d(jwk[n].as_str().unwrap_or_else(|| panic!("jwk.{n}")));
+    let ok = match alg {
+        "ES256" => {
+            assert_eq!(jwk["kty"], "EC");
+            assert_eq!(jwk["crv"], "P-256");
+            assert_eq!(sig.len(), 64, "ES256 JWS signatures are raw r||s");
+            let mut point = vec![4u8];
+            point.extend(field("x"));
+            point.extend(field("y"));
+            ring::signature::UnparsedPublicKey::new(
+                &ring::signature::ECDSA_P256_SHA256_FIXED,
+                point,
+            )
+            .verify(input, &sig)
+        }
+        "RS256" | "PS256" => {
+            assert_eq!(jwk["kty"], "RSA");
+            let params = if alg == "RS256" {
+                &ring::signature::RSA_PKCS1_2048_8192_SHA256
+            } else {
+                &ring::signature::RSA_PSS_2048_8192_SHA256
+            };
+            ring::signature::RsaPublicKeyComponents {
+                n: field("n"),
+                e: field("e"),
+            }
+            .verify(params, input, &sig)
+        }
+        other => panic!("unexpected alg {other}"),
+    };
+    ok.unwrap_or_else(|_| panic!("ring rejected the {alg} signature of {compact}"));
+}
+
+/// Verifies an SHR with the JWK in its `cnf`; returns (header, payload).
+pub fn verify_shr(compact: &str) -> (Value, Value) {
+    let (h, p) = parts(compact);
+    ring_verify(compact, &p["cnf"]["jwk"]);
+    (h, p)
+}
+
+/// Verifies a DPoP proof with the JWK in its header; returns (header, payload).
+pub fn verify_dpop(compact: &str) -> (Value, Value) {
+    let (h, p) = parts(compact);
+    ring_verify(compact, &h["jwk"]);
+    (h, p)
+}
+
+/// The RFC 7638 thumbprint, computed independently of popkey: required
+/// members in lexicographic order, no whitespace.
+pub fn thumbprint(jwk: &Value) -> String {
+    use sha2::Digest;
+    let canonical = match jwk["kty"].as_str().unwrap() {
+        "EC" => format!(
+            r#"{{"crv":"{}","kty":"EC","x":"{}","y":"{}"}}"#,
+            jwk["crv"].as_str().unwrap(),
+            jwk["x"].as_str().unwrap(),
+            jwk["y"].as_str().unwrap()
+        ),
+        "RSA" => format!(
+            r#"{{"e":"{}","kty":"RSA","n":"{}"}}"#,
+            jwk["e"].as_str().unwrap(),
+            jwk["n"].as_str().unwrap()
+        ),
+        k => panic!("kty {k}"),
+    };
+    URL_SAFE_NO_PAD.encode(sha2::Sha256::digest(canonical.as_bytes()))
+}
