@@ -94,3 +94,42 @@ pub fn thumbprint(jwk: &Value) -> String {
     };
     URL_SAFE_NO_PAD.encode(sha2::Sha256::digest(canonical.as_bytes()))
 }
+
+/// Verifies tokens with Python's joserfc (tests/interop/verify_jws.py);
+/// `kind` is `shr` or `dpop`. Fails, naming what to install, when Python
+/// or joserfc is missing: no test passes by skipping.
+pub fn joserfc_verify(tokens: &[(&str, &str)]) -> Vec<Value> {
+    use std::io::Write;
+    use std::process::{Command, Stdio};
+    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/interop/verify_jws.py");
+    let check = Command::new("python3")
+        .args(["-c", "import joserfc, cryptography"])
+        .output()
+        .expect("python3 is needed for the interop tests: apt-get install python3");
+    assert!(
+        check.status.success(),
+        "the interop tests need joserfc and cryptography: run ci/test, or `python3 -m pip install joserfc cryptography`\n{}",
+        String::from_utf8_lossy(&check.stderr)
+    );
+    let mut child = Command::new("python3")
+        .arg(script)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    {
+        let mut stdin = child.stdin.take().unwrap();
+        for (kind, token) in tokens {
+            writeln!(stdin, "{kind} {token}").unwrap();
+        }
+    }
+    let out = child.wait_with_output().unwrap();
+    assert!(out.status.success());
+    let results: Vec<Value> = String::from_utf8(out.stdout)
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(results.len(), tokens.len());
+    results
+}
