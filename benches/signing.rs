@@ -1,1 +1,60 @@
-fn main() {}
+//! What popkey adds around a signature: SHR and DPoP creation with a
+//! software ES256 key, beside the raw P-256 signature in the same run.
+//!
+//! `cargo bench --bench signing`. Read `shr` minus `raw_p256_sign` (or the
+//! `*_jose_only` rows, where the signature costs nothing) as popkey's own work.
+
+use criterion::{black_box, criterion_group, criterion_main, Criterion};
+use p256::ecdsa::signature::Signer;
+use popkey::dpop::DpopProof;
+use popkey::shr::SignedHttpRequest;
+use popkey::{Algorithm, PopCryptoProvider, PopKey};
+
+/// A provider whose signature is free, to isolate the JOSE work.
+struct FreeSignature(PopKey);
+
+impl PopCryptoProvider for FreeSignature {
+    fn canonical_public_key_jwk(&self) -> &str {
+        self.0.canonical_public_key_jwk()
+    }
+    fn algorithm(&self) -> Algorithm {
+        Algorithm::ES256
+    }
+    fn sign(&self, _: &[u8]) -> popkey::Result<Vec<u8>> {
+        Ok(vec![0u8; 64])
+    }
+    fn thumbprint(&self) -> String {
+        self.0.kid().to_owned()
+    }
+}
+
+fn bench(c: &mut Criterion) {
+    let key = PopKey::open("mem:").expect("mem key");
+    let raw_key = p256::ecdsa::SigningKey::random(&mut rand::rngs::OsRng);
+    let url = "https://api.example.com/v1/items?page=2";
+    let token = format!("eyJ0eXAiOiJKV1QiLCJhbGciOiJSUzI1NiJ9.{}.sig", "A".repeat(1200));
+    let shr = SignedHttpRequest::new("GET", url, &token).expect("request");
+    let dpop = DpopProof::new("GET", url)
+        .and_then(|p| p.access_token(&token))
+        .expect("proof");
+    let sample = shr.sign(&key).expect("sign");
+    let input = vec![b'A'; sample.rfind('.').unwrap_or(0)];
+    let free = FreeSignature(key.clone());
+
+    let mut g = c.benchmark_group("es256");
+    g.bench_function("raw_p256_sign", |b| {
+        b.iter(|| {
+            let s: p256::ecdsa::Signature = raw_key.sign(black_box(&input));
+            s
+        })
+    });
+    g.bench_function("popkey_sign", |b| b.iter(|| key.sign(black_box(&input))));
+    g.bench_function("shr", |b| b.iter(|| shr.sign(&key)));
+    g.bench_function("dpop", |b| b.iter(|| dpop.sign(&key)));
+    g.bench_function("shr_jose_only", |b| b.iter(|| shr.sign(&free)));
+    g.bench_function("dpop_jose_only", |b| b.iter(|| dpop.sign(&free)));
+    g.finish();
+}
+
+criterion_group!(benches, bench);
+criterion_main!(benches);

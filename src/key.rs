@@ -213,6 +213,33 @@ impl PopKey {
             })
     }
 
+    /// Signs a JWS signing input ([`PopCryptoProvider::sign`]) and checks the
+    /// signature's shape (ECDSA: 64 raw bytes; RSA: the modulus length), so a
+    /// backend that returns DER or garbage is caught here.
+    ///
+    /// An inherent method, so `key.sign(..)` is unambiguous even with
+    /// `signature::Signer` in scope.
+    pub fn sign(&self, signing_input: &[u8]) -> Result<Vec<u8>> {
+        let sig = self.0.backend.sign(signing_input)?;
+        let want = self.0.jwk.signature_len();
+        if sig.len() != want {
+            return Err(Error::Backend {
+                backend: self.0.location.backend,
+                message: format!(
+                    "returned a {}-byte signature; {} needs {want} bytes{}",
+                    sig.len(),
+                    self.0.alg,
+                    if self.0.alg == Algorithm::ES256 {
+                        " (raw r || s, not DER)"
+                    } else {
+                        ""
+                    }
+                ),
+            });
+        }
+        Ok(sig)
+    }
+
     /// The validated public key.
     pub fn public_jwk(&self) -> &PublicJwk {
         &self.0.jwk
@@ -249,27 +276,8 @@ impl PopCryptoProvider for PopKey {
         self.0.alg
     }
 
-    /// Signs and checks the signature's shape (ECDSA: 64 raw bytes; RSA: the
-    /// modulus length) so a backend that returns DER or garbage is caught here.
     fn sign(&self, signing_input: &[u8]) -> Result<Vec<u8>> {
-        let sig = self.0.backend.sign(signing_input)?;
-        let want = self.0.jwk.signature_len();
-        if sig.len() != want {
-            return Err(Error::Backend {
-                backend: self.0.location.backend,
-                message: format!(
-                    "returned a {}-byte signature; {} needs {want} bytes{}",
-                    sig.len(),
-                    self.0.alg,
-                    if self.0.alg == Algorithm::ES256 {
-                        " (raw r || s, not DER)"
-                    } else {
-                        ""
-                    }
-                ),
-            });
-        }
-        Ok(sig)
+        PopKey::sign(self, signing_input)
     }
 
     fn thumbprint(&self) -> String {

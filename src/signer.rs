@@ -66,7 +66,7 @@ fn need(key: &PopKey, alg: Algorithm) -> Result<(), signature::Error> {
 
 impl Signer<JwsSignature> for PopKey {
     fn try_sign(&self, msg: &[u8]) -> Result<JwsSignature, signature::Error> {
-        PopCryptoProvider::sign(self, msg)
+        PopKey::sign(self, msg)
             .map(JwsSignature)
             .map_err(wrap)
     }
@@ -76,7 +76,7 @@ impl Signer<p256::ecdsa::Signature> for PopKey {
     /// ES256 keys only.
     fn try_sign(&self, msg: &[u8]) -> Result<p256::ecdsa::Signature, signature::Error> {
         need(self, Algorithm::ES256)?;
-        p256::ecdsa::Signature::from_slice(&PopCryptoProvider::sign(self, msg).map_err(wrap)?)
+        p256::ecdsa::Signature::from_slice(&PopKey::sign(self, msg).map_err(wrap)?)
     }
 }
 
@@ -85,7 +85,7 @@ impl Signer<rsa::pkcs1v15::Signature> for PopKey {
     fn try_sign(&self, msg: &[u8]) -> Result<rsa::pkcs1v15::Signature, signature::Error> {
         need(self, Algorithm::RS256)?;
         rsa::pkcs1v15::Signature::try_from(
-            PopCryptoProvider::sign(self, msg).map_err(wrap)?.as_slice(),
+            PopKey::sign(self, msg).map_err(wrap)?.as_slice(),
         )
     }
 }
@@ -94,7 +94,7 @@ impl Signer<rsa::pss::Signature> for PopKey {
     /// PS256 keys only.
     fn try_sign(&self, msg: &[u8]) -> Result<rsa::pss::Signature, signature::Error> {
         need(self, Algorithm::PS256)?;
-        rsa::pss::Signature::try_from(PopCryptoProvider::sign(self, msg).map_err(wrap)?.as_slice())
+        rsa::pss::Signature::try_from(PopKey::sign(self, msg).map_err(wrap)?.as_slice())
     }
 }
 

@@ -223,7 +223,7 @@ fn bad_key_files_are_typed_errors() {
     assert!(matches!(err, Error::AlgorithmMismatch(_)), "{err}");
     // A conflicting alg between URI and options.
     let err = PopKey::create(
-        &format!("mem:?alg=RS256"),
+        "mem:?alg=RS256",
         &CreateOptions::new().alg(Algorithm::ES256),
     )
     .unwrap_err();

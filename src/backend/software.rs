@@ -106,7 +106,7 @@ impl SoftwareKey {
                 if let Ok(k) = p256::ecdsa::SigningKey::from_pkcs8_pem(pem) {
                     Ok(Key::Ec(k))
                 } else {
-                    RsaPrivateKey::from_pkcs8_pem(pem).map(Key::Rsa).map_err(|e| {
+                    RsaPrivateKey::from_pkcs8_pem(pem).map(|k| Key::Rsa(Box::new(k))).map_err(|e| {
                         malformed(format!(
                             "not a P-256 or RSA PKCS#8 private key ({e}); popkey reads EC P-256 and RSA keys"
                         ))
@@ -120,7 +120,7 @@ impl SoftwareKey {
                     .map_err(|e| malformed(format!("not a P-256 SEC1 private key: {e}")))
             }
             "RSA PRIVATE KEY" => RsaPrivateKey::from_pkcs1_pem(pem)
-                .map(Key::Rsa)
+                .map(|k| Key::Rsa(Box::new(k)))
                 .map_err(|e| malformed(format!("not a PKCS#1 RSA private key: {e}"))),
             "ENCRYPTED PRIVATE KEY" => Err(malformed(
                 "encrypted PKCS#8 is not supported; keep keys that need protection in a TPM or HSM"
@@ -136,9 +136,9 @@ impl SoftwareKey {
         }?;
         match (key, alg) {
             (Key::Ec(k), None | Some(Algorithm::ES256)) => Ok(Self::from_ec(k, "file")),
-            (Key::Rsa(k), None) => Self::from_rsa(k, Algorithm::RS256, "file"),
+            (Key::Rsa(k), None) => Self::from_rsa(*k, Algorithm::RS256, "file"),
             (Key::Rsa(k), Some(a @ (Algorithm::RS256 | Algorithm::PS256))) => {
-                Self::from_rsa(k, a, "file")
+                Self::from_rsa(*k, a, "file")
             }
             (Key::Ec(_), Some(a)) => Err(Error::AlgorithmMismatch(format!(
                 "{} holds an EC P-256 key, which cannot sign {a}",
@@ -154,7 +154,7 @@ impl SoftwareKey {
 
 enum Key {
     Ec(p256::ecdsa::SigningKey),
-    Rsa(RsaPrivateKey),
+    Rsa(Box<RsaPrivateKey>),
 }
 
 impl Backend for SoftwareKey {
