@@ -32,7 +32,10 @@ fn bench(c: &mut Criterion) {
     let key = PopKey::open("mem:").expect("mem key");
     let raw_key = p256::ecdsa::SigningKey::random(&mut rand::rngs::OsRng);
     let url = "https://api.example.com/v1/items?page=2";
-    let token = format!("eyJ0eXAiOiJKV1QiLCJhbGciOiJSUzI1NiJ9.{}.sig", "A".repeat(1200));
+    let token = format!(
+        "eyJ0eXAiOiJKV1QiLCJhbGciOiJSUzI1NiJ9.{}.sig",
+        "A".repeat(1200)
+    );
     let shr = SignedHttpRequest::new("GET", url, &token).expect("request");
     let dpop = DpopProof::new("GET", url)
         .and_then(|p| p.access_token(&token))

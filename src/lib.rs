@@ -51,6 +51,7 @@ mod provider;
 pub mod shr;
 mod signer;
 mod uri;
+pub mod verify;
 
 pub use alg::Algorithm;
 pub use backend::KeyLocation;

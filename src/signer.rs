@@ -66,9 +66,7 @@ fn need(key: &PopKey, alg: Algorithm) -> Result<(), signature::Error> {
 
 impl Signer<JwsSignature> for PopKey {
     fn try_sign(&self, msg: &[u8]) -> Result<JwsSignature, signature::Error> {
-        PopKey::sign(self, msg)
-            .map(JwsSignature)
-            .map_err(wrap)
+        PopKey::sign(self, msg).map(JwsSignature).map_err(wrap)
     }
 }
 
@@ -84,9 +82,7 @@ impl Signer<rsa::pkcs1v15::Signature> for PopKey {
     /// RS256 keys only.
     fn try_sign(&self, msg: &[u8]) -> Result<rsa::pkcs1v15::Signature, signature::Error> {
         need(self, Algorithm::RS256)?;
-        rsa::pkcs1v15::Signature::try_from(
-            PopKey::sign(self, msg).map_err(wrap)?.as_slice(),
-        )
+        rsa::pkcs1v15::Signature::try_from(PopKey::sign(self, msg).map_err(wrap)?.as_slice())
     }
 }
 

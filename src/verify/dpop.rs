@@ -1,0 +1,323 @@
+//! Verifying DPoP proofs: every check of RFC 9449 §4.3.
+
+use std::sync::Arc;
+
+use serde_json::{Map, Value};
+
+use super::jose::{check_time, embedded_key, ParsedJws};
+use super::replay::ReplayStore;
+use super::token::{check_binding, AccessTokenValidator};
+use super::{err, replay_id, ErrorKind, NoncePolicy, VerifyError};
+use crate::alg::Algorithm;
+
+/// Longest `jti` accepted.
+const MAX_JTI_LEN: usize = 256;
+
+/// What a verified DPoP proof says.
+#[derive(Debug, Clone)]
+pub struct VerifiedDpop {
+    /// The proof's protected header.
+    pub header: Map<String, Value>,
+    /// The proof's claims.
+    pub claims: Map<String, Value>,
+    /// RFC 7638 thumbprint of the proof key (the token's `cnf.jkt`).
+    pub jkt: String,
+    /// The access token's claims, when one was presented.
+    pub access_token_claims: Option<Map<String, Value>>,
+    /// Whether the validator checked the access token's signature.
+    pub access_token_signature_checked: bool,
+}
+
+/// Verifies DPoP proofs (RFC 9449 §4.3).
+///
+/// ```
+/// use std::sync::Arc;
+/// use popkey::dpop::DpopProof;
+/// use popkey::verify::{dpop::DpopVerifier, token::DecodeOnly};
+/// let key = popkey::PopKey::open("mem:")?;
+/// let proof = DpopProof::new("POST", "https://as.example.com/token")?.sign(&key)?;
+/// let v = DpopVerifier::new(Arc::new(DecodeOnly))
+///     .verify(&[&proof], "POST", "https://as.example.com/token", None)
+///     .unwrap();
+/// assert_eq!(v.jkt, key.kid());
+/// # Ok::<(), popkey::Error>(())
+/// ```
+pub struct DpopVerifier {
+    validator: Arc<dyn AccessTokenValidator>,
+    algs: Vec<Algorithm>,
+    max_age: u64,
+    skew: u64,
+    nonce: NoncePolicy,
+    replay: Option<Arc<dyn ReplayStore>>,
+}
+
+impl DpopVerifier {
+    /// A verifier that validates presented access tokens with `validator`.
+    /// Defaults: ES256/RS256/PS256, `iat` at most 300 s old and 60 s in the
+    /// future, no server nonce, no replay store.
+    pub fn new(validator: Arc<dyn AccessTokenValidator>) -> Self {
+        DpopVerifier {
+            validator,
+            algs: Algorithm::ALL.to_vec(),
+            max_age: 300,
+            skew: 60,
+            nonce: NoncePolicy::ClientChosen,
+            replay: None,
+        }
+    }
+
+    /// Allowed algorithms (advertise the same in `algs=`).
+    pub fn algorithms(mut self, algs: &[Algorithm]) -> Self {
+        self.algs = algs.to_vec();
+        self
+    }
+
+    /// The allowed algorithms.
+    pub fn allowed_algorithms(&self) -> &[Algorithm] {
+        &self.algs
+    }
+
+    /// Oldest acceptable `iat`, in seconds.
+    pub fn max_age(mut self, secs: u64) -> Self {
+        self.max_age = secs;
+        self
+    }
+
+    /// How far in the future `iat` may be, in seconds.
+    pub fn clock_skew(mut self, secs: u64) -> Self {
+        self.skew = secs;
+        self
+    }
+
+    /// Requires a server nonce (a [`super::nonce::NonceIssuer`] or a fixed value).
+    pub fn nonce(mut self, policy: NoncePolicy) -> Self {
+        self.nonce = policy;
+        self
+    }
+
+    /// Rejects a second use of a `jti`.
+    pub fn replay_store(mut self, store: Arc<dyn ReplayStore>) -> Self {
+        self.replay = Some(store);
+        self
+    }
+
+    /// Verifies the `DPoP` header value(s) of a request now. `access_token`
+    /// is the token from `Authorization: DPoP <token>`, when the request is
+    /// to a resource (then `ath` and `cnf.jkt` are checked).
+    pub fn verify(
+        &self,
+        dpop_headers: &[&str],
+        method: &str,
+        url: &str,
+        access_token: Option<&str>,
+    ) -> Result<VerifiedDpop, VerifyError> {
+        self.verify_at(dpop_headers, method, url, access_token, crate::now())
+    }
+
+    /// [`DpopVerifier::verify`] at time `now` (Unix seconds).
+    pub fn verify_at(
+        &self,
+        dpop_headers: &[&str],
+        method: &str,
+        url: &str,
+        access_token: Option<&str>,
+        now: u64,
+    ) -> Result<VerifiedDpop, VerifyError> {
+        let target = super::Request::new(method, url).target()?;
+        // §4.3 (1): exactly one DPoP header.
+        let proof = match dpop_headers {
+            [one] => *one,
+            [] => {
+                return Err(err(
+                    ErrorKind::HeaderCount,
+                    "the request has no DPoP header",
+                ))
+            }
+            _ => {
+                return Err(err(
+                    ErrorKind::HeaderCount,
+                    "the request has more than one DPoP header",
+                ))
+            }
+        };
+        // (2)-(4): a well-formed JWT with the required members.
+        let jws = ParsedJws::parse(proof, &self.algs)?;
+        // (5): typ.
+        if jws.header.get("typ").and_then(Value::as_str) != Some("dpop+jwt") {
+            return Err(err(
+                ErrorKind::WrongType,
+                "header `typ` must be \"dpop+jwt\"",
+            ));
+        }
+        // (6)-(8): allowed alg (checked in parse), a public jwk, its signature.
+        let key = embedded_key(jws.header.get("jwk"), "jwk")?;
+        jws.verify_signature(proof, &key)?;
+
+        let jti = jws.str_claim("jti")?;
+        if jti.is_empty() || jti.len() > MAX_JTI_LEN {
+            return Err(err(
+                ErrorKind::MissingClaim,
+                format!("`jti` must be 1 to {MAX_JTI_LEN} characters"),
+            ));
+        }
+        // (9): htm.
+        let htm = jws.str_claim("htm")?;
+        if htm != target.method() {
+            return Err(err(
+                ErrorKind::MethodMismatch,
+                format!(
+                    "proof is for {} but the request is {}",
+                    clip(htm),
+                    target.method()
+                ),
+            ));
+        }
+        // (10): htu, compared after RFC 3986 normalization, without query and fragment.
+        let htu = jws.str_claim("htu")?;
+        let expected = normalize_url(&target.url_without_query());
+        if normalize_htu(htu).as_deref() != Some(expected.as_str()) {
+            return Err(err(
+                ErrorKind::UrlMismatch,
+                format!(
+                    "proof is for `{}` but the request is for `{expected}`",
+                    clip(htu)
+                ),
+            ));
+        }
+        // (11): nonce, when the server requires one.
+        self.nonce.check(jws.opt_str_claim("nonce")?, now, false)?;
+        // (12): iat within the window.
+        let iat = jws.time_claim("iat")?;
+        check_time("iat", iat, now, self.max_age, self.skew)?;
+        // (13): ath and the key binding, when an access token is presented.
+        let ath = jws.opt_str_claim("ath")?;
+        let mut token_claims = None;
+        match (access_token, ath) {
+            (Some(token), Some(ath)) => {
+                if ath != crate::dpop::ath(token) {
+                    return Err(err(
+                        ErrorKind::AccessTokenHashMismatch,
+                        "`ath` is not the hash of the presented access token",
+                    ));
+                }
+                let claims = self.validator.validate(token, now)?;
+                check_binding(&claims, key.thumbprint())?;
+                token_claims = Some(claims);
+            }
+            (Some(_), None) => {
+                return Err(err(
+                    ErrorKind::AccessTokenHashMismatch,
+                    "an access token is presented but the proof has no `ath`",
+                ))
+            }
+            (None, Some(_)) => {
+                return Err(err(
+                    ErrorKind::AccessTokenHashMismatch,
+                    "the proof has `ath` but no access token was presented",
+                ))
+            }
+            (None, None) => {}
+        }
+        // Replay, last: only proofs that passed every other check are recorded.
+        if let Some(store) = &self.replay {
+            let id = replay_id("dpop", &[key.thumbprint().as_bytes(), jti.as_bytes()]);
+            store.check_and_record(&id, iat.saturating_add(self.max_age + self.skew), now)?;
+        }
+        Ok(VerifiedDpop {
+            jkt: key.thumbprint().to_owned(),
+            header: jws.header,
+            claims: jws.claims,
+            access_token_claims: token_claims,
+            access_token_signature_checked: access_token.is_some()
+                && self.validator.checks_signature(),
+        })
+    }
+}
+
+/// RFC 3986 §6.2.2 normalization of an absolute http(s) URL: scheme and host
+/// lowercase, default port dropped, dot segments removed (the `url` crate),
+/// percent-encoded unreserved characters decoded and other escapes
+/// uppercased (here).
+fn normalize_url(url: &str) -> String {
+    match url::Url::parse(url) {
+        Ok(u) => {
+            let path = normalize_path(u.path());
+            let mut base = u;
+            base.set_path(&path);
+            base.into()
+        }
+        Err(_) => url.to_owned(),
+    }
+}
+
+fn normalize_htu(htu: &str) -> Option<String> {
+    let mut u = url::Url::parse(htu).ok()?;
+    if !matches!(u.scheme(), "http" | "https") {
+        return None;
+    }
+    u.set_query(None);
+    u.set_fragment(None);
+    Some(normalize_url(u.as_str()))
+}
+
+/// Decodes percent-encoded unreserved characters and uppercases the hex of
+/// the remaining escapes.
+pub(crate) fn normalize_path(path: &str) -> String {
+    let b = path.as_bytes();
+    let mut out = Vec::with_capacity(b.len());
+    let mut i = 0;
+    while i < b.len() {
+        if b[i] == b'%'
+            && i + 2 < b.len()
+            && b[i + 1].is_ascii_hexdigit()
+            && b[i + 2].is_ascii_hexdigit()
+        {
+            let v = hex_value(b[i + 1]) * 16 + hex_value(b[i + 2]);
+            if v.is_ascii_alphanumeric() || b"-._~".contains(&v) {
+                out.push(v);
+            } else {
+                out.extend_from_slice(&[
+                    b'%',
+                    b[i + 1].to_ascii_uppercase(),
+                    b[i + 2].to_ascii_uppercase(),
+                ]);
+            }
+            i += 3;
+        } else {
+            out.push(b[i]);
+            i += 1;
+        }
+    }
+    // Only ASCII bytes were replaced, so the result is as valid UTF-8 as the input.
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+fn hex_value(d: u8) -> u8 {
+    match d {
+        b'0'..=b'9' => d - b'0',
+        b'a'..=b'f' => d - b'a' + 10,
+        _ => d - b'A' + 10,
+    }
+}
+
+fn clip(s: &str) -> String {
+    s.chars().take(96).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn normalization() {
+        assert_eq!(normalize_path("/a%7eb/%2f%41"), "/a~b/%2FA");
+        assert_eq!(normalize_path("/x%"), "/x%");
+        assert_eq!(normalize_path("/x%4"), "/x%4");
+        assert_eq!(normalize_path("/x%+1/é"), "/x%+1/é");
+        assert_eq!(
+            normalize_htu("HTTPS://Server.Example.COM:443/a/../token?x=1#f").unwrap(),
+            "https://server.example.com/token"
+        );
+        assert!(normalize_htu("ftp://h/x").is_none());
+    }
+}

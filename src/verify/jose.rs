@@ -1,0 +1,208 @@
+//! Strict compact-JWS parsing and signature checking for received proofs.
+
+use serde_json::{Map, Value};
+
+use super::{err, ErrorKind, VerifyError};
+use crate::alg::Algorithm;
+use crate::jwk::PublicJwk;
+
+/// Largest compact JWS accepted (an SHR carries its access token).
+pub(crate) const MAX_JWS_LEN: usize = 64 * 1024;
+
+/// A compact JWS split and decoded, not yet verified.
+#[derive(Debug, Clone)]
+pub struct ParsedJws {
+    /// The protected header.
+    pub header: Map<String, Value>,
+    /// The payload, which must be a JSON object.
+    pub claims: Map<String, Value>,
+    /// The raw payload bytes (decoded), for content-addressed replay keys.
+    pub payload_bytes: Vec<u8>,
+    /// The algorithm named in the header, already checked against the
+    /// allowed list.
+    pub alg: Algorithm,
+    signing_input_len: usize,
+    signature: Vec<u8>,
+}
+
+impl ParsedJws {
+    /// Splits and decodes `compact`, and checks `alg` against `allowed`.
+    ///
+    /// Rejects: more or fewer than three parts, empty parts, non-canonical
+    /// base64url, headers or payloads that are not JSON objects, duplicate
+    /// members, `alg` values outside `allowed` (never `none` or `HS*`), and
+    /// any `crit` header (popkey understands no extensions).
+    pub fn parse(compact: &str, allowed: &[Algorithm]) -> Result<Self, VerifyError> {
+        if compact.len() > MAX_JWS_LEN {
+            return Err(err(
+                ErrorKind::Malformed,
+                format!(
+                    "the JWS is {} bytes; the limit is {MAX_JWS_LEN}",
+                    compact.len()
+                ),
+            ));
+        }
+        let mut parts = compact.split('.');
+        let (h, p, s) = match (parts.next(), parts.next(), parts.next(), parts.next()) {
+            (Some(h), Some(p), Some(s), None) => (h, p, s),
+            _ => {
+                return Err(err(
+                    ErrorKind::Malformed,
+                    "not a compact JWS: expected three base64url parts separated by dots",
+                ))
+            }
+        };
+        if h.is_empty() || p.is_empty() || s.is_empty() {
+            return Err(err(ErrorKind::Malformed, "a JWS part is empty"));
+        }
+        let decode = |part: &str, what: &str| {
+            crate::b64::decode(part).map_err(|e| err(ErrorKind::Malformed, format!("{what}: {e}")))
+        };
+        let header_bytes = decode(h, "header")?;
+        let payload_bytes = decode(p, "payload")?;
+        let signature = decode(s, "signature")?;
+        let header = object(&header_bytes, "header")?;
+        let claims = object(&payload_bytes, "payload")?;
+        let alg = match header.get("alg") {
+            Some(Value::String(a)) => a
+                .parse::<Algorithm>()
+                .ok()
+                .filter(|a| allowed.contains(a))
+                .ok_or_else(|| {
+                    err(
+                        ErrorKind::UnsupportedAlgorithm,
+                        format!(
+                            "alg `{}` is not allowed; allowed: {}",
+                            a.chars().take(16).collect::<String>(),
+                            allowed
+                                .iter()
+                                .map(|a| a.as_str())
+                                .collect::<Vec<_>>()
+                                .join(", ")
+                        ),
+                    )
+                })?,
+            Some(_) => return Err(err(ErrorKind::Malformed, "header `alg` must be a string")),
+            None => return Err(err(ErrorKind::Malformed, "header has no `alg`")),
+        };
+        if header.contains_key("crit") {
+            return Err(err(
+                ErrorKind::Malformed,
+                "header has `crit` extensions, which popkey does not understand",
+            ));
+        }
+        Ok(ParsedJws {
+            header,
+            claims,
+            payload_bytes,
+            alg,
+            signing_input_len: h.len() + 1 + p.len(),
+            signature,
+        })
+    }
+
+    /// Verifies the signature over `compact` (the same text given to
+    /// [`ParsedJws::parse`]) with `key`.
+    pub fn verify_signature(&self, compact: &str, key: &PublicJwk) -> Result<(), VerifyError> {
+        if !key.fits(self.alg) {
+            return Err(err(
+                ErrorKind::InvalidKey,
+                format!("an {} key cannot verify {}", key.kty(), self.alg),
+            ));
+        }
+        let input = compact
+            .as_bytes()
+            .get(..self.signing_input_len)
+            .ok_or_else(|| err(ErrorKind::Malformed, "signing input out of range"))?;
+        key.verify(self.alg, input, &self.signature)
+            .map_err(|e| err(ErrorKind::BadSignature, e.to_string()))
+    }
+
+    /// A string claim, required.
+    pub fn str_claim(&self, name: &str) -> Result<&str, VerifyError> {
+        match self.claims.get(name) {
+            Some(Value::String(s)) => Ok(s),
+            Some(_) => Err(err(
+                ErrorKind::MissingClaim,
+                format!("claim `{name}` must be a string"),
+            )),
+            None => Err(err(
+                ErrorKind::MissingClaim,
+                format!("claim `{name}` is missing"),
+            )),
+        }
+    }
+
+    /// A string claim, optional (present with another type is an error).
+    pub fn opt_str_claim(&self, name: &str) -> Result<Option<&str>, VerifyError> {
+        match self.claims.get(name) {
+            None => Ok(None),
+            Some(_) => self.str_claim(name).map(Some),
+        }
+    }
+
+    /// A non-negative integer claim (seconds), required.
+    pub fn time_claim(&self, name: &str) -> Result<u64, VerifyError> {
+        match self.claims.get(name) {
+            Some(Value::Number(n)) => n.as_u64().ok_or_else(|| {
+                err(
+                    ErrorKind::MissingClaim,
+                    format!("claim `{name}` must be a non-negative integer number of seconds"),
+                )
+            }),
+            Some(_) => Err(err(
+                ErrorKind::MissingClaim,
+                format!("claim `{name}` must be a number"),
+            )),
+            None => Err(err(
+                ErrorKind::MissingClaim,
+                format!("claim `{name}` is missing"),
+            )),
+        }
+    }
+}
+
+fn object(bytes: &[u8], what: &str) -> Result<Map<String, Value>, VerifyError> {
+    let text = std::str::from_utf8(bytes)
+        .map_err(|_| err(ErrorKind::Malformed, format!("{what} is not UTF-8")))?;
+    crate::json::parse_object(text).map_err(|e| err(ErrorKind::Malformed, format!("{what}: {e}")))
+}
+
+/// Checks a timestamp against `now`: not older than `max_age`, not newer
+/// than `now + skew`.
+pub(crate) fn check_time(
+    name: &str,
+    t: u64,
+    now: u64,
+    max_age: u64,
+    skew: u64,
+) -> Result<(), VerifyError> {
+    if t > now.saturating_add(skew) {
+        return Err(err(
+            ErrorKind::NotYetValid,
+            format!(
+                "`{name}` is {} s in the future (allowed skew {skew} s)",
+                t - now
+            ),
+        ));
+    }
+    if now > t && now - t > max_age {
+        return Err(err(
+            ErrorKind::Expired,
+            format!("`{name}` is {} s old; the limit is {max_age} s", now - t),
+        ));
+    }
+    Ok(())
+}
+
+/// The public key embedded in a proof (`jwk` header or `cnf.jwk`).
+pub(crate) fn embedded_key(value: Option<&Value>, where_: &str) -> Result<PublicJwk, VerifyError> {
+    let v = value.ok_or_else(|| {
+        err(
+            ErrorKind::InvalidKey,
+            format!("no public key in `{where_}`"),
+        )
+    })?;
+    PublicJwk::from_json_value(v)
+        .map_err(|e| err(ErrorKind::InvalidKey, format!("`{where_}`: {e}")))
+}

@@ -1,0 +1,236 @@
+//! Access-token validation, pluggable: the proof verifiers need the token's
+//! claims (its `cnf`) and, usually, assurance that the token is genuine.
+
+use serde_json::{Map, Value};
+
+use super::jose::ParsedJws;
+use super::{err, ErrorKind, VerifyError};
+use crate::alg::Algorithm;
+use crate::jwk::PublicJwk;
+
+/// Validates an access token and returns its claims.
+///
+/// Implement it for opaque tokens (introspection) or your own JWT library;
+/// popkey provides [`JwksValidator`] for JWT access tokens and [`DecodeOnly`]
+/// for tokens an upstream component has already validated.
+pub trait AccessTokenValidator: Send + Sync {
+    /// Checks `token` at time `now` (Unix seconds); returns its claims.
+    /// Failures should use [`ErrorKind::InvalidAccessToken`].
+    fn validate(&self, token: &str, now: u64) -> Result<Map<String, Value>, VerifyError>;
+
+    /// Whether [`AccessTokenValidator::validate`] checks the token's
+    /// signature. Reported next to every verification result, so nobody
+    /// mistakes a decoded token for a validated one.
+    fn checks_signature(&self) -> bool {
+        true
+    }
+}
+
+/// Decodes a JWT access token's claims WITHOUT checking its signature,
+/// issuer or audience. Use it only behind a gateway that already validated
+/// the token, or in tools (the CLI's `verify` without `--jwks`).
+#[derive(Debug, Default, Clone, Copy)]
+pub struct DecodeOnly;
+
+impl AccessTokenValidator for DecodeOnly {
+    fn validate(&self, token: &str, _now: u64) -> Result<Map<String, Value>, VerifyError> {
+        let bad = |m: String| err(ErrorKind::InvalidAccessToken, format!("access token: {m}"));
+        if token.len() > super::jose::MAX_JWS_LEN {
+            return Err(bad("too large".into()));
+        }
+        let mut parts = token.split('.');
+        let payload = match (parts.next(), parts.next(), parts.next(), parts.next()) {
+            (Some(_), Some(p), Some(_), None) => p,
+            _ => return Err(bad("not a JWT (three dot-separated parts)".into())),
+        };
+        let bytes = crate::b64::decode(payload).map_err(bad)?;
+        let text = std::str::from_utf8(&bytes).map_err(|_| bad("payload is not UTF-8".into()))?;
+        crate::json::parse_object(text).map_err(bad)
+    }
+
+    fn checks_signature(&self) -> bool {
+        false
+    }
+}
+
+/// Validates JWT access tokens against a JWKS: signature by one of its keys
+/// (ES256, RS256, PS256), `exp` (required), `nbf`, and optionally `iss` and
+/// `aud`.
+///
+/// ```
+/// use popkey::verify::token::JwksValidator;
+/// let jwks = r#"{"keys":[{"kty":"EC","crv":"P-256","kid":"k1",
+///   "x":"l8tFrhx-34tV3hRICRDY9zCkDlpBhF42UQUfWVAWBFs",
+///   "y":"9VE4jf_Ok_o64zbTTlcuNJajHmt6v9TDVrU0CdvGRDA"}]}"#;
+/// let v = JwksValidator::from_jwks(jwks)?
+///     .issuer("https://login.example.com/tenant/v2.0")
+///     .audience("api://orders");
+/// # let _ = v;
+/// # Ok::<(), popkey::Error>(())
+/// ```
+#[derive(Debug, Clone)]
+pub struct JwksValidator {
+    keys: Vec<JwksKey>,
+    issuer: Option<String>,
+    audience: Option<String>,
+    leeway: u64,
+}
+
+#[derive(Debug, Clone)]
+struct JwksKey {
+    kid: Option<String>,
+    alg: Option<Algorithm>,
+    key: PublicJwk,
+}
+
+impl JwksValidator {
+    /// Reads a JWKS document (`{"keys":[…]}`); keys of unsupported types or
+    /// with `use` other than `sig` are skipped, and at least one must remain.
+    pub fn from_jwks(json: &str) -> crate::Result<Self> {
+        let doc = crate::json::parse_object(json).map_err(crate::Error::InvalidJwk)?;
+        let Some(Value::Array(list)) = doc.get("keys") else {
+            return Err(crate::Error::InvalidJwk(
+                "a JWKS needs a `keys` array".into(),
+            ));
+        };
+        let keys: Vec<JwksKey> = list
+            .iter()
+            .filter_map(|k| {
+                let key = PublicJwk::from_json_value(k).ok()?;
+                Some(JwksKey {
+                    kid: k.get("kid").and_then(Value::as_str).map(str::to_owned),
+                    alg: k
+                        .get("alg")
+                        .and_then(Value::as_str)
+                        .and_then(|a| a.parse().ok()),
+                    key,
+                })
+            })
+            .collect();
+        if keys.is_empty() {
+            return Err(crate::Error::InvalidJwk(
+                "the JWKS has no usable EC P-256 or RSA signing key".into(),
+            ));
+        }
+        Ok(JwksValidator {
+            keys,
+            issuer: None,
+            audience: None,
+            leeway: 60,
+        })
+    }
+
+    /// Requires `iss` to equal `issuer`.
+    pub fn issuer(mut self, issuer: &str) -> Self {
+        self.issuer = Some(issuer.to_owned());
+        self
+    }
+
+    /// Requires `aud` to be (or contain) `audience`.
+    pub fn audience(mut self, audience: &str) -> Self {
+        self.audience = Some(audience.to_owned());
+        self
+    }
+
+    /// Clock leeway for `exp` / `nbf`, in seconds (default 60).
+    pub fn leeway(mut self, secs: u64) -> Self {
+        self.leeway = secs;
+        self
+    }
+}
+
+impl AccessTokenValidator for JwksValidator {
+    fn validate(&self, token: &str, now: u64) -> Result<Map<String, Value>, VerifyError> {
+        let bad = |m: String| err(ErrorKind::InvalidAccessToken, m);
+        let jws = ParsedJws::parse(token, &Algorithm::ALL)
+            .map_err(|e| bad(format!("access token: {}", e.message())))?;
+        let kid = jws.header.get("kid").and_then(Value::as_str);
+        let candidates: Vec<&JwksKey> = self
+            .keys
+            .iter()
+            .filter(|k| kid.is_none() || k.kid.as_deref() == kid)
+            .filter(|k| k.key.fits(jws.alg) && k.alg.is_none_or(|a| a == jws.alg))
+            .collect();
+        if candidates.is_empty() {
+            return Err(bad(format!(
+                "no key in the JWKS matches the token's kid {:?} and alg {}",
+                kid.unwrap_or("(none)"),
+                jws.alg
+            )));
+        }
+        if !candidates
+            .iter()
+            .any(|k| jws.verify_signature(token, &k.key).is_ok())
+        {
+            return Err(bad(
+                "the access token's signature does not verify with the JWKS".into(),
+            ));
+        }
+        let exp = jws
+            .time_claim("exp")
+            .map_err(|e| bad(format!("access token: {}", e.message())))?;
+        if now > exp.saturating_add(self.leeway) {
+            return Err(bad(format!("the access token expired {} s ago", now - exp)));
+        }
+        if jws.claims.contains_key("nbf") {
+            let nbf = jws
+                .time_claim("nbf")
+                .map_err(|e| bad(format!("access token: {}", e.message())))?;
+            if nbf > now.saturating_add(self.leeway) {
+                return Err(bad("the access token is not valid yet (nbf)".into()));
+            }
+        }
+        if let Some(iss) = &self.issuer {
+            if jws.claims.get("iss").and_then(Value::as_str) != Some(iss) {
+                return Err(bad(
+                    "the access token's issuer is not the expected one".into()
+                ));
+            }
+        }
+        if let Some(aud) = &self.audience {
+            let ok = match jws.claims.get("aud") {
+                Some(Value::String(a)) => a == aud,
+                Some(Value::Array(list)) => list.iter().any(|a| a.as_str() == Some(aud)),
+                _ => false,
+            };
+            if !ok {
+                return Err(bad("the access token's audience is not this API".into()));
+            }
+        }
+        Ok(jws.claims)
+    }
+}
+
+/// Checks that the token's `cnf` names `thumbprint`: `cnf.jkt` (RFC 9449),
+/// `cnf.kid` (MSAL PoP tokens), or `cnf.jwk` whose thumbprint matches.
+pub(crate) fn check_binding(
+    claims: &Map<String, Value>,
+    thumbprint: &str,
+) -> Result<(), VerifyError> {
+    let unbound = |m: &str| err(ErrorKind::KeyNotBound, m.to_owned());
+    let Some(Value::Object(cnf)) = claims.get("cnf") else {
+        return Err(unbound(
+            "the access token has no `cnf` claim: it is not bound to a key",
+        ));
+    };
+    let named = if let Some(v) = cnf.get("jkt") {
+        v.as_str().map(str::to_owned)
+    } else if let Some(v) = cnf.get("kid") {
+        v.as_str().map(str::to_owned)
+    } else if let Some(jwk) = cnf.get("jwk") {
+        PublicJwk::from_json_value(jwk)
+            .ok()
+            .map(|k| k.thumbprint().to_owned())
+    } else {
+        None
+    };
+    match named {
+        Some(t) if t == thumbprint => Ok(()),
+        Some(_) => Err(unbound(
+            "the access token is bound to a different key than the one that signed the proof",
+        )),
+        None => Err(unbound(
+            "the access token's `cnf` has no usable jkt, kid or jwk",
+        )),
+    }
+}
