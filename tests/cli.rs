@@ -338,3 +338,269 @@ fn bad_input_fails_with_a_message_and_no_panic() {
     // No --key and no POPKEY_KEY: clap names the missing option.
     assert!(fails(&["req-cnf"]).contains("--key"));
 }
+
+#[test]
+fn verify_commands_accept_good_proofs_and_name_each_rejection() {
+    use popkey::{PopCryptoProvider, PopKey};
+    let dir = tempfile::tempdir().unwrap();
+    let uri = format!("file:{}", dir.path().join("client.pem").display());
+    let desc: Value = serde_json::from_str(&ok(&["key", "create", "--key", &uri])).unwrap();
+    let kid = desc["kid"].as_str().unwrap();
+    // An authority key and a JWKS for it; a token bound to the client key.
+    let authority = PopKey::open("mem:").unwrap();
+    let mut jwk: Value = serde_json::from_str(authority.canonical_public_key_jwk()).unwrap();
+    jwk["kid"] = "as-1".into();
+    let jwks = dir.path().join("jwks.json");
+    std::fs::write(&jwks, serde_json::json!({"keys": [jwk]}).to_string()).unwrap();
+    let claims = serde_json::json!({"iss": "https://as.example", "aud": "api", "exp": 4_000_000_000u64, "cnf": {"kid": kid, "jkt": kid}});
+    let at = popkey::jws::sign_compact(
+        &authority,
+        br#"{"alg":"ES256","kid":"as-1","typ":"at+jwt"}"#,
+        claims.to_string().as_bytes(),
+    )
+    .unwrap();
+    let jwks_s = jwks.to_str().unwrap();
+    let url = "https://api.example.com/v1/x?y=1";
+
+    let shr = ok(&[
+        "shr",
+        "--key",
+        &uri,
+        "--method",
+        "GET",
+        "--url",
+        url,
+        "--access-token",
+        &at,
+        "--ts",
+        "1800000000",
+        "--nonce",
+        "n-1",
+    ]);
+    let shr = shr.trim();
+    let verified: Value = serde_json::from_str(&ok(&[
+        "verify",
+        "shr",
+        "--proof",
+        shr,
+        "--method",
+        "GET",
+        "--url",
+        url,
+        "--now",
+        "1800000010",
+        "--jwks",
+        jwks_s,
+        "--issuer",
+        "https://as.example",
+        "--audience",
+        "api",
+        "--nonce",
+        "n-1",
+    ]))
+    .unwrap();
+    assert_eq!(verified["m"], "GET");
+    assert_eq!(verified["ts"], 1_800_000_000u64);
+
+    let reject = |args: &[&str], want: &str| {
+        let out = popkey(args);
+        assert_eq!(out.status.code(), Some(1), "{args:?}");
+        let v: Value = serde_json::from_slice(&out.stdout).unwrap();
+        assert_eq!(v["error"], want, "{v}");
+        assert!(v["message"].as_str().unwrap().len() > 5);
+    };
+    reject(
+        &[
+            "verify",
+            "shr",
+            "--proof",
+            shr,
+            "--method",
+            "POST",
+            "--url",
+            url,
+            "--now",
+            "1800000010",
+        ],
+        "method_mismatch",
+    );
+    reject(
+        &[
+            "verify",
+            "shr",
+            "--proof",
+            shr,
+            "--method",
+            "GET",
+            "--url",
+            url,
+            "--now",
+            "1800000400",
+        ],
+        "expired",
+    );
+    reject(
+        &[
+            "verify",
+            "shr",
+            "--proof",
+            shr,
+            "--method",
+            "GET",
+            "--url",
+            url,
+            "--now",
+            "1800000400",
+            "--max-age",
+            "100",
+        ],
+        "expired",
+    );
+    reject(
+        &[
+            "verify",
+            "shr",
+            "--proof",
+            shr,
+            "--method",
+            "GET",
+            "--url",
+            url,
+            "--now",
+            "1800000010",
+            "--nonce",
+            "n-2",
+        ],
+        "invalid_nonce",
+    );
+    reject(
+        &[
+            "verify",
+            "shr",
+            "--proof",
+            shr,
+            "--method",
+            "GET",
+            "--url",
+            url,
+            "--now",
+            "1800000010",
+            "--jwks",
+            jwks_s,
+            "--audience",
+            "other",
+        ],
+        "invalid_access_token",
+    );
+    reject(
+        &[
+            "verify", "shr", "--proof", "abc", "--method", "GET", "--url", url,
+        ],
+        "malformed",
+    );
+
+    let dpop = ok(&[
+        "dpop",
+        "--key",
+        &uri,
+        "--method",
+        "GET",
+        "--url",
+        url,
+        "--access-token",
+        &at,
+        "--iat",
+        "1800000000",
+        "--nonce",
+        "srv",
+    ]);
+    let dpop = dpop.trim();
+    let verified: Value = serde_json::from_str(&ok(&[
+        "verify",
+        "dpop",
+        "--proof",
+        dpop,
+        "--method",
+        "GET",
+        "--url",
+        url,
+        "--access-token",
+        &at,
+        "--now",
+        "1800000001",
+        "--nonce",
+        "srv",
+        "--jwks",
+        jwks_s,
+    ]))
+    .unwrap();
+    assert_eq!(verified["htu"], "https://api.example.com/v1/x");
+    reject(
+        &[
+            "verify",
+            "dpop",
+            "--proof",
+            dpop,
+            "--method",
+            "GET",
+            "--url",
+            "https://api.example.com/other",
+            "--access-token",
+            &at,
+            "--now",
+            "1800000001",
+        ],
+        "url_mismatch",
+    );
+    reject(
+        &[
+            "verify",
+            "dpop",
+            "--proof",
+            dpop,
+            "--method",
+            "GET",
+            "--url",
+            url,
+            "--access-token",
+            "other.token.x",
+            "--now",
+            "1800000001",
+        ],
+        "access_token_hash_mismatch",
+    );
+    reject(
+        &[
+            "verify",
+            "dpop",
+            "--proof",
+            dpop,
+            "--method",
+            "GET",
+            "--url",
+            url,
+            "--access-token",
+            &at,
+            "--now",
+            "1800000001",
+            "--nonce",
+            "other",
+        ],
+        "invalid_nonce",
+    );
+    // A bad JWKS path is a usage error, not a rejection.
+    let out = popkey(&[
+        "verify",
+        "dpop",
+        "--proof",
+        dpop,
+        "--method",
+        "GET",
+        "--url",
+        url,
+        "--jwks",
+        "/nonexistent",
+    ]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("cannot read JWKS"));
+}

@@ -11,6 +11,7 @@ use popkey::{Algorithm, CreateOptions, OpenOptions, PopCryptoProvider, PopKey};
 use serde_json::json;
 
 mod bench;
+mod verify;
 
 /// Proof-of-Possession keys in TPMs and HSMs: SHR and DPoP signing.
 #[derive(Parser)]
@@ -33,6 +34,10 @@ enum Command {
     ReqCnf(KeyArg),
     /// Measure raw signing, SHR and DPoP creation with a key.
     Bench(bench::BenchArgs),
+    /// Verify an SHR or a DPoP proof as an API would. Prints the verified
+    /// claims, or {"error":"<kind>","message":"…"} and exits 1.
+    #[command(subcommand)]
+    Verify(verify::VerifyCommand),
 }
 
 #[derive(Subcommand)]
@@ -153,6 +158,22 @@ fn parse_alg(s: &str) -> Result<Algorithm, String> {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    if let Command::Verify(cmd) = &cli.command {
+        return match verify::run(cmd) {
+            Ok(verify::Outcome::Verified(claims)) => {
+                println!("{claims}");
+                ExitCode::SUCCESS
+            }
+            Ok(verify::Outcome::Rejected(error)) => {
+                println!("{error}");
+                ExitCode::FAILURE
+            }
+            Err(msg) => {
+                eprintln!("popkey: error: {msg}");
+                ExitCode::from(2)
+            }
+        };
+    }
     match run(cli.command) {
         Ok(out) => {
             println!("{out}");
@@ -222,6 +243,7 @@ fn run(command: Command) -> Result<String, String> {
             proof.sign(&key).map_err(s)
         }
         Command::Bench(a) => bench::run(&a),
+        Command::Verify(_) => Err("verify is handled in main".into()),
     }
 }
 
