@@ -109,6 +109,44 @@ pub enum Error {
     #[error("signature verification failed: {0}")]
     BadSignature(String),
 
+    /// An HTTP exchange failed before a usable answer: unreachable host,
+    /// TLS failure, timeout.
+    #[error("HTTP request to {url} failed: {message}")]
+    Http {
+        /// The URL (without query).
+        url: String,
+        /// What failed.
+        message: String,
+    },
+
+    /// The token endpoint answered with an OAuth error.
+    #[error("token endpoint {url} refused the request (HTTP {status}): {error}{}", description.as_deref().map(|d| format!(": {d}")).unwrap_or_default())]
+    TokenEndpoint {
+        /// The endpoint.
+        url: String,
+        /// The HTTP status.
+        status: u16,
+        /// The OAuth `error` code (or a summary when there was none).
+        error: String,
+        /// The server's `error_description`, if any.
+        description: Option<String>,
+    },
+
+    /// A server answered with something that is not what the protocol says.
+    #[error("unexpected response from {url} (HTTP {status}): {message}")]
+    UnexpectedResponse {
+        /// The URL (without query).
+        url: String,
+        /// The HTTP status.
+        status: u16,
+        /// What was wrong with it.
+        message: String,
+    },
+
+    /// Configuration a client needs is missing or unreadable.
+    #[error("client configuration: {0}")]
+    Config(String),
+
     /// A process-wide default key was already installed.
     #[error(
         "a process-wide default key is already installed; rotate it with popkey::rotate_default"

@@ -37,8 +37,11 @@
 #![warn(missing_docs)]
 
 mod alg;
+pub mod assertion;
 pub mod b64;
 mod backend;
+#[cfg(feature = "client")]
+pub mod client;
 pub mod dpop;
 mod error;
 mod global;
