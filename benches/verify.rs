@@ -25,7 +25,8 @@ fn bench(c: &mut Criterion) {
     let mut jwk: serde_json::Value =
         serde_json::from_str(authority.canonical_public_key_jwk()).expect("jwk");
     jwk["kid"] = "as".into();
-    let jwks = Arc::new(JwksValidator::from_jwks(&json!({"keys": [jwk]}).to_string()).expect("jwks"));
+    let jwks =
+        Arc::new(JwksValidator::from_jwks(&json!({"keys": [jwk]}).to_string()).expect("jwks"));
 
     for alg in ["ES256", "PS256"] {
         let key = PopKey::open(&format!("mem:?alg={alg}")).expect("key");
@@ -68,7 +69,11 @@ fn bench(c: &mut Criterion) {
             })
         });
         g.bench_function("verify_shr_with_jwks", |b| {
-            b.iter(|| shr_jwks.verify_at(black_box(&shr), &req, now).expect("valid"))
+            b.iter(|| {
+                shr_jwks
+                    .verify_at(black_box(&shr), &req, now)
+                    .expect("valid")
+            })
         });
         g.finish();
     }

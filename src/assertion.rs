@@ -38,7 +38,9 @@ impl ClientAssertion {
     /// `audience` (the token endpoint URL).
     pub fn new(client_id: &str, audience: &str) -> Result<Self> {
         if client_id.is_empty() || audience.is_empty() {
-            return Err(Error::request("a client assertion needs a client id and an audience"));
+            return Err(Error::request(
+                "a client assertion needs a client id and an audience",
+            ));
         }
         Ok(ClientAssertion {
             client_id: client_id.to_owned(),
@@ -82,7 +84,9 @@ impl ClientAssertion {
     pub fn sign<P: PopCryptoProvider + ?Sized>(&self, key: &P) -> Result<String> {
         let iat = self.iat.unwrap_or_else(crate::now);
         let mut header = ObjectWriter::with_capacity(128);
-        header.str("alg", key.algorithm().as_str()).str("typ", "JWT");
+        header
+            .str("alg", key.algorithm().as_str())
+            .str("typ", "JWT");
         match &self.x5t_s256 {
             Some(t) => header.str("x5t#S256", t),
             None => header.str("kid", &key.thumbprint()),

@@ -59,7 +59,9 @@ pub struct TokenCache {
 
 impl std::fmt::Debug for TokenCache {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("TokenCache").field("entries", &self.len()).finish()
+        f.debug_struct("TokenCache")
+            .field("entries", &self.len())
+            .finish()
     }
 }
 

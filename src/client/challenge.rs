@@ -116,7 +116,10 @@ fn parse_param(text: &str) -> Option<(String, String)> {
     } else {
         if value.is_empty()
             || value.starts_with('=')
-            || !value.bytes().all(|b| crate::http::is_tchar(b) || b == b'/' || b == b'=') {
+            || !value
+                .bytes()
+                .all(|b| crate::http::is_tchar(b) || b == b'/' || b == b'=')
+        {
             return None;
         }
         value.to_owned()
@@ -147,7 +150,10 @@ mod tests {
         let c = parse_www_authenticate("Basic dXNlcjpwYXNz==");
         assert_eq!(c[0].token68.as_deref(), Some("dXNlcjpwYXNz=="));
         let c = parse_www_authenticate("PoP, Bearer");
-        assert_eq!(c.iter().map(|c| c.scheme.as_str()).collect::<Vec<_>>(), ["PoP", "Bearer"]);
+        assert_eq!(
+            c.iter().map(|c| c.scheme.as_str()).collect::<Vec<_>>(),
+            ["PoP", "Bearer"]
+        );
         assert!(parse_www_authenticate("").is_empty());
         let _ = parse_www_authenticate("\"\"\",,,==x=\"");
         let _ = parse_www_authenticate("a b c d=\"unterminated");
@@ -155,7 +161,10 @@ mod tests {
 
     #[test]
     fn authentication_info() {
-        assert_eq!(next_nonce(r#"nextnonce="n2", qop=auth"#).as_deref(), Some("n2"));
+        assert_eq!(
+            next_nonce(r#"nextnonce="n2", qop=auth"#).as_deref(),
+            Some("n2")
+        );
         assert_eq!(next_nonce("qop=auth"), None);
     }
 }

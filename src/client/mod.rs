@@ -14,16 +14,15 @@
 //! Signing runs on tokio's blocking pool (`spawn_blocking`): a real TPM can
 //! take 200 ms per signature, which must not stall the executor.
 
-pub mod challenge;
 mod cache;
+pub mod challenge;
 mod pop_client;
 mod token;
 
 pub use cache::{CacheKey, TokenCache};
 pub use pop_client::{PopClient, RetryPolicy};
 pub use token::{
-    entra_scope, entra_token_endpoint, ClientAuth, Scheme, TokenClient, TokenRequest,
-    TokenResponse,
+    entra_scope, entra_token_endpoint, ClientAuth, Scheme, TokenClient, TokenRequest, TokenResponse,
 };
 
 /// Runs a signing closure off the async executor.

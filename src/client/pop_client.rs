@@ -53,7 +53,11 @@ fn retryable(status: StatusCode) -> bool {
 
 /// Sends what `build` makes, retrying 429, 5xx and connection failures per
 /// `policy` (honouring `Retry-After`). Returns the last response.
-pub(crate) async fn send_with_retry<F>(policy: &RetryPolicy, url: &Url, build: F) -> Result<Response>
+pub(crate) async fn send_with_retry<F>(
+    policy: &RetryPolicy,
+    url: &Url,
+    build: F,
+) -> Result<Response>
 where
     F: Fn() -> reqwest::RequestBuilder,
 {
@@ -139,7 +143,13 @@ pub struct PopClient {
 impl PopClient {
     /// A client for `request`'s tokens, bound to `key`.
     pub fn new(key: PopKey, request: TokenRequest) -> Result<Self> {
-        Self::with_parts(key, request, default_http()?, Arc::new(TokenCache::new()), RetryPolicy::default())
+        Self::with_parts(
+            key,
+            request,
+            default_http()?,
+            Arc::new(TokenCache::new()),
+            RetryPolicy::default(),
+        )
     }
 
     /// A client with your own `reqwest::Client`, cache (share one between
@@ -197,13 +207,16 @@ impl PopClient {
         headers: &[(&str, &str)],
         body: Option<Vec<u8>>,
     ) -> Result<Response> {
-        let parsed = Url::parse(url).map_err(|e| Error::request(format!("`{url}` is not a URL: {e}")))?;
+        let parsed =
+            Url::parse(url).map_err(|e| Error::request(format!("`{url}` is not a URL: {e}")))?;
         let origin = origin(&parsed);
         let token = self.token().await?;
         let mut nonce_retry_done = false;
         loop {
             let nonce = self.nonces.get(&origin);
-            let auth = self.authorization(&method, url, &token, nonce.as_deref()).await?;
+            let auth = self
+                .authorization(&method, url, &token, nonce.as_deref())
+                .await?;
             let resp = send_with_retry(&self.retry, &parsed, || {
                 let mut b = self.http.request(method.clone(), parsed.clone());
                 for (n, v) in headers {
@@ -234,7 +247,10 @@ impl PopClient {
                         .iter()
                         .any(|c| c.is("DPoP") && c.param("error") == Some("use_dpop_nonce")),
                     Scheme::Pop => {
-                        let pop_nonce = challenges.iter().find(|c| c.is("PoP")).and_then(|c| c.param("nonce"));
+                        let pop_nonce = challenges
+                            .iter()
+                            .find(|c| c.is("PoP"))
+                            .and_then(|c| c.param("nonce"));
                         if let Some(n) = pop_nonce {
                             self.nonces.set(&origin, n);
                         }

@@ -103,7 +103,10 @@ impl ClientAuth {
             source: e,
         })?);
         if text.trim().is_empty() {
-            return Err(Error::Config(format!("client secret file {} is empty", path.display())));
+            return Err(Error::Config(format!(
+                "client secret file {} is empty",
+                path.display()
+            )));
         }
         Ok(Self::secret(text.trim()))
     }
@@ -113,7 +116,10 @@ impl fmt::Debug for ClientAuth {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             ClientAuth::Secret(_) => f.write_str("ClientAuth::Secret(<redacted>)"),
-            ClientAuth::PrivateKeyJwt { key, certificate_pem } => f
+            ClientAuth::PrivateKeyJwt {
+                key,
+                certificate_pem,
+            } => f
                 .debug_struct("ClientAuth::PrivateKeyJwt")
                 .field("key", key)
                 .field("certificate", &certificate_pem.is_some())
@@ -139,11 +145,22 @@ pub struct TokenRequest {
 
 impl TokenRequest {
     /// A client-credentials request.
-    pub fn new(token_endpoint: &str, client_id: &str, scopes: &[&str], scheme: Scheme, auth: ClientAuth) -> Result<Self> {
-        let url = Url::parse(token_endpoint)
-            .map_err(|e| Error::Config(format!("token endpoint `{token_endpoint}` is not a URL: {e}")))?;
+    pub fn new(
+        token_endpoint: &str,
+        client_id: &str,
+        scopes: &[&str],
+        scheme: Scheme,
+        auth: ClientAuth,
+    ) -> Result<Self> {
+        let url = Url::parse(token_endpoint).map_err(|e| {
+            Error::Config(format!(
+                "token endpoint `{token_endpoint}` is not a URL: {e}"
+            ))
+        })?;
         if !matches!(url.scheme(), "https" | "http") || url.host_str().is_none() {
-            return Err(Error::Config(format!("token endpoint `{token_endpoint}` must be an http(s) URL")));
+            return Err(Error::Config(format!(
+                "token endpoint `{token_endpoint}` must be an http(s) URL"
+            )));
         }
         if client_id.is_empty() {
             return Err(Error::Config("the client id is empty".into()));
@@ -201,11 +218,23 @@ pub struct TokenClient {
 impl TokenClient {
     /// A client with its own connection pool and the default retry policy.
     pub fn new() -> Result<Self> {
-        Ok(Self::with_http(super::default_http()?, Arc::new(Nonces::default()), RetryPolicy::default()))
+        Ok(Self::with_http(
+            super::default_http()?,
+            Arc::new(Nonces::default()),
+            RetryPolicy::default(),
+        ))
     }
 
-    pub(crate) fn with_http(http: reqwest::Client, nonces: Arc<Nonces>, retry: RetryPolicy) -> Self {
-        TokenClient { http, nonces, retry }
+    pub(crate) fn with_http(
+        http: reqwest::Client,
+        nonces: Arc<Nonces>,
+        retry: RetryPolicy,
+    ) -> Self {
+        TokenClient {
+            http,
+            nonces,
+            retry,
+        }
     }
 
     /// Requests a token for `req`, bound (for `pop` and `dpop`) to `key`.
@@ -223,8 +252,13 @@ impl TokenClient {
                 form.push(("scope", Zeroizing::new(req.scopes.join(" "))));
             }
             match &req.auth {
-                ClientAuth::Secret(s) => form.push(("client_secret", Zeroizing::new(s.as_str().to_owned()))),
-                ClientAuth::PrivateKeyJwt { key, certificate_pem } => {
+                ClientAuth::Secret(s) => {
+                    form.push(("client_secret", Zeroizing::new(s.as_str().to_owned())))
+                }
+                ClientAuth::PrivateKeyJwt {
+                    key,
+                    certificate_pem,
+                } => {
                     let (key, cert) = (key.clone(), certificate_pem.clone());
                     let (id, aud) = (req.client_id.clone(), display_url(endpoint));
                     let jwt = sign_blocking(move || {
@@ -235,7 +269,10 @@ impl TokenClient {
                         a.sign(&key)
                     })
                     .await?;
-                    form.push(("client_assertion_type", Zeroizing::new(ASSERTION_TYPE.into())));
+                    form.push((
+                        "client_assertion_type",
+                        Zeroizing::new(ASSERTION_TYPE.into()),
+                    ));
                     form.push(("client_assertion", Zeroizing::new(jwt)));
                 }
             }
@@ -287,8 +324,14 @@ impl TokenClient {
             })?;
             let json = crate::json::parse_object(&text).ok();
             if !(200..300).contains(&status) {
-                let error = json.as_ref().and_then(|j| j.get("error")).and_then(Value::as_str);
-                if req.scheme == Scheme::Dpop && error == Some("use_dpop_nonce") && server_nonce.is_some() {
+                let error = json
+                    .as_ref()
+                    .and_then(|j| j.get("error"))
+                    .and_then(Value::as_str);
+                if req.scheme == Scheme::Dpop
+                    && error == Some("use_dpop_nonce")
+                    && server_nonce.is_some()
+                {
                     if used_fresh_nonce {
                         return Err(Error::TokenEndpoint {
                             url: display_url(endpoint),
@@ -313,7 +356,10 @@ impl TokenClient {
 }
 
 pub(crate) fn header(resp: &reqwest::Response, name: &str) -> Option<String> {
-    resp.headers().get(name).and_then(|v| v.to_str().ok()).map(str::to_owned)
+    resp.headers()
+        .get(name)
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_owned)
 }
 
 /// `application/x-www-form-urlencoded`, zeroized after use.
@@ -325,8 +371,17 @@ fn serde_urlencoded_form(pairs: &[(&str, Zeroizing<String>)]) -> Zeroizing<Vec<u
     Zeroizing::new(s.finish().into_bytes())
 }
 
-fn endpoint_error(endpoint: &Url, status: u16, json: Option<&Map<String, Value>>, text: &str) -> Error {
-    let get = |k: &str| json.and_then(|j| j.get(k)).and_then(Value::as_str).map(|s| s.chars().take(500).collect::<String>());
+fn endpoint_error(
+    endpoint: &Url,
+    status: u16,
+    json: Option<&Map<String, Value>>,
+    text: &str,
+) -> Error {
+    let get = |k: &str| {
+        json.and_then(|j| j.get(k))
+            .and_then(Value::as_str)
+            .map(|s| s.chars().take(500).collect::<String>())
+    };
     match get("error") {
         Some(error) => Error::TokenEndpoint {
             url: display_url(endpoint),
@@ -338,15 +393,26 @@ fn endpoint_error(endpoint: &Url, status: u16, json: Option<&Map<String, Value>>
             url: display_url(endpoint),
             status,
             message: if text.trim_start().starts_with('<') {
-                format!("an HTML page ({} bytes) instead of an OAuth error", text.len())
+                format!(
+                    "an HTML page ({} bytes) instead of an OAuth error",
+                    text.len()
+                )
             } else {
-                format!("a non-JSON body ({} bytes) instead of an OAuth error", text.len())
+                format!(
+                    "a non-JSON body ({} bytes) instead of an OAuth error",
+                    text.len()
+                )
             },
         },
     }
 }
 
-fn parse_token_response(endpoint: &Url, status: u16, raw: Map<String, Value>, scheme: Scheme) -> Result<TokenResponse> {
+fn parse_token_response(
+    endpoint: &Url,
+    status: u16,
+    raw: Map<String, Value>,
+    scheme: Scheme,
+) -> Result<TokenResponse> {
     let bad = |m: String| Error::UnexpectedResponse {
         url: display_url(endpoint),
         status,
@@ -373,7 +439,8 @@ fn parse_token_response(endpoint: &Url, status: u16, raw: Map<String, Value>, sc
         Some(Value::String(s)) => s.parse().ok(),
         _ => None,
     };
-    let expires_in = seconds("expires_in").ok_or_else(|| bad("no usable `expires_in` in the response".into()))?;
+    let expires_in = seconds("expires_in")
+        .ok_or_else(|| bad("no usable `expires_in` in the response".into()))?;
     let refresh_in = seconds("refresh_in");
     Ok(TokenResponse {
         access_token,

@@ -1,0 +1,409 @@
+//! Token acquisition and PopClient against the local authority and API.
+
+#[path = "support/authority.rs"]
+mod authority;
+
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::Duration;
+
+use authority::{Client, Config, Running};
+use popkey::client::{
+    ClientAuth, PopClient, RetryPolicy, Scheme, TokenCache, TokenClient, TokenRequest,
+};
+use popkey::{Error, PopKey};
+use serde_json::Value;
+
+const SECRET: &str = "s3cret-value-never-logged";
+
+fn clients(jwt_key: &PopKey) -> Vec<Client> {
+    vec![
+        Client {
+            id: "app-secret".into(),
+            secret: Some(SECRET.into()),
+            jwk: None,
+        },
+        Client {
+            id: "app-jwt".into(),
+            secret: None,
+            jwk: Some(jwt_key.public_jwk().clone()),
+        },
+    ]
+}
+
+fn fast_retry() -> RetryPolicy {
+    RetryPolicy {
+        max_retries: 3,
+        base_delay: Duration::from_millis(5),
+        max_delay: Duration::from_millis(50),
+    }
+}
+
+fn http() -> reqwest::Client {
+    reqwest::Client::builder()
+        .timeout(Duration::from_secs(5))
+        .build()
+        .unwrap()
+}
+
+fn client(server: &Running, key: &PopKey, scheme: Scheme, auth: ClientAuth, id: &str) -> PopClient {
+    let req = TokenRequest::new(
+        &server.token_endpoint,
+        id,
+        &["api://local/.default"],
+        scheme,
+        auth,
+    )
+    .unwrap();
+    PopClient::with_parts(
+        key.clone(),
+        req,
+        http(),
+        Arc::new(TokenCache::new()),
+        fast_retry(),
+    )
+    .unwrap()
+}
+
+async fn start(config: impl FnOnce(&mut Config), jwt_key: &PopKey) -> Running {
+    let mut c = Config {
+        clients: clients(jwt_key),
+        ..Config::default()
+    };
+    config(&mut c);
+    authority::spawn(c, "127.0.0.1:0").await
+}
+
+async fn body(resp: reqwest::Response) -> Value {
+    assert_eq!(resp.status(), 200, "unexpected status");
+    resp.json().await.unwrap()
+}
+
+#[tokio::test]
+async fn every_scheme_and_client_authentication() {
+    let assertion_key = PopKey::open("mem:?alg=RS256").unwrap();
+    let server = start(|_| {}, &assertion_key).await;
+    for alg in ["ES256", "RS256", "PS256"] {
+        let key = PopKey::open(&format!("mem:?alg={alg}")).unwrap();
+        let cases = [
+            (Scheme::Pop, ClientAuth::secret(SECRET), "app-secret", "kid"),
+            (
+                Scheme::Dpop,
+                ClientAuth::secret(SECRET),
+                "app-secret",
+                "jkt",
+            ),
+            (
+                Scheme::Pop,
+                ClientAuth::PrivateKeyJwt {
+                    key: assertion_key.clone(),
+                    certificate_pem: None,
+                },
+                "app-jwt",
+                "kid",
+            ),
+            (
+                Scheme::Dpop,
+                ClientAuth::PrivateKeyJwt {
+                    key: assertion_key.clone(),
+                    certificate_pem: None,
+                },
+                "app-jwt",
+                "jkt",
+            ),
+        ];
+        for (scheme, auth, id, bound) in cases {
+            let c = client(&server, &key, scheme, auth, id);
+            let token = c.token().await.unwrap();
+            assert_eq!(token.token_type, scheme.expected_token_type());
+            // The token's cnf names our key.
+            let claims: Value = serde_json::from_slice(
+                &popkey::b64::decode(token.access_token().split('.').nth(1).unwrap()).unwrap(),
+            )
+            .unwrap();
+            assert_eq!(claims["cnf"][bound], key.kid(), "{alg} {scheme:?}");
+            let v = body(c.get(&server.api).await.unwrap()).await;
+            assert_eq!(v["ok"], true);
+            assert_eq!(v[bound], key.kid());
+            assert_eq!(v["sub"], id);
+        }
+    }
+    // Bearer, for comparison: works, and a bound token is refused as bearer.
+    let key = PopKey::open("mem:").unwrap();
+    let c = client(
+        &server,
+        &key,
+        Scheme::Bearer,
+        ClientAuth::secret(SECRET),
+        "app-secret",
+    );
+    assert_eq!(
+        body(c.get(&server.api).await.unwrap()).await["scheme"],
+        "bearer"
+    );
+}
+
+#[tokio::test]
+async fn cache_hits_single_flight_and_expiry() {
+    let key = PopKey::open("mem:").unwrap();
+    let server = start(|c| c.expires_in = Some(2), &key).await;
+    let c = client(
+        &server,
+        &key,
+        Scheme::Dpop,
+        ClientAuth::secret(SECRET),
+        "app-secret",
+    );
+    // 1,000 concurrent callers, one token request.
+    let tasks: Vec<_> = (0..1000)
+        .map(|_| {
+            let c = c.clone();
+            tokio::spawn(async move { c.token().await.map(|t| t.access_token().to_owned()) })
+        })
+        .collect();
+    let mut tokens = std::collections::HashSet::new();
+    for t in tasks {
+        tokens.insert(t.await.unwrap().unwrap());
+    }
+    assert_eq!(tokens.len(), 1);
+    assert_eq!(server.stats.token_requests.load(Ordering::SeqCst), 1);
+    // Calls reuse it.
+    for _ in 0..3 {
+        body(c.get(&server.api).await.unwrap()).await;
+    }
+    assert_eq!(server.stats.token_requests.load(Ordering::SeqCst), 1);
+    // Past its refresh point (a tenth of the lifetime before expiry) a new one is fetched.
+    tokio::time::sleep(Duration::from_millis(2100)).await;
+    body(c.get(&server.api).await.unwrap()).await;
+    assert_eq!(server.stats.token_requests.load(Ordering::SeqCst), 2);
+    assert_eq!(c.cache().len(), 1);
+}
+
+#[tokio::test]
+async fn dpop_nonce_at_token_endpoint_and_resource() {
+    let key = PopKey::open("mem:?alg=PS256").unwrap();
+    let server = start(
+        |c| {
+            c.token_dpop_nonce = true;
+            c.api_dpop_nonce = true;
+        },
+        &key,
+    )
+    .await;
+    let c = client(
+        &server,
+        &key,
+        Scheme::Dpop,
+        ClientAuth::secret(SECRET),
+        "app-secret",
+    );
+    body(c.get(&server.api).await.unwrap()).await;
+    assert_eq!(
+        server.stats.token_requests.load(Ordering::SeqCst),
+        2,
+        "one use_dpop_nonce retry"
+    );
+    assert_eq!(
+        server.stats.api_requests.load(Ordering::SeqCst),
+        2,
+        "one 401 + DPoP-Nonce retry"
+    );
+    // The nonce is remembered per origin: the next call needs no retry.
+    body(c.get(&server.api).await.unwrap()).await;
+    assert_eq!(server.stats.api_requests.load(Ordering::SeqCst), 3);
+}
+
+#[tokio::test]
+async fn pop_nonce_challenge_at_resource() {
+    let key = PopKey::open("mem:").unwrap();
+    let server = start(|c| c.api_pop_nonce = true, &key).await;
+    let c = client(
+        &server,
+        &key,
+        Scheme::Pop,
+        ClientAuth::secret(SECRET),
+        "app-secret",
+    );
+    body(c.get(&server.api).await.unwrap()).await;
+    assert_eq!(server.stats.api_requests.load(Ordering::SeqCst), 2);
+}
+
+#[tokio::test]
+async fn a_nonce_loop_ends_with_an_error() {
+    let key = PopKey::open("mem:").unwrap();
+    let server = start(|c| c.nonce_loop = true, &key).await;
+    let c = client(
+        &server,
+        &key,
+        Scheme::Dpop,
+        ClientAuth::secret(SECRET),
+        "app-secret",
+    );
+    let err = c.get(&server.api).await.unwrap_err();
+    assert!(
+        matches!(err, Error::TokenEndpoint { ref error, .. } if error == "use_dpop_nonce"),
+        "{err}"
+    );
+    assert_eq!(server.stats.token_requests.load(Ordering::SeqCst), 2);
+}
+
+#[tokio::test]
+async fn retries_on_429_and_5xx_then_gives_up() {
+    let key = PopKey::open("mem:").unwrap();
+    let server = start(|_| {}, &key).await;
+    let c = client(
+        &server,
+        &key,
+        Scheme::Pop,
+        ClientAuth::secret(SECRET),
+        "app-secret",
+    );
+    server.stats.token_unavailable.store(2, Ordering::SeqCst);
+    server.stats.api_throttled.store(1, Ordering::SeqCst);
+    server.stats.api_errors.store(1, Ordering::SeqCst);
+    body(c.get(&server.api).await.unwrap()).await;
+    assert_eq!(server.stats.token_requests.load(Ordering::SeqCst), 3);
+    assert_eq!(server.stats.api_requests.load(Ordering::SeqCst), 3);
+    // Bounded: with more failures than retries, the last answer comes back.
+    server.stats.api_errors.store(10, Ordering::SeqCst);
+    let resp = c.get(&server.api).await.unwrap();
+    assert_eq!(resp.status(), 500);
+    assert_eq!(server.stats.api_requests.load(Ordering::SeqCst), 3 + 4);
+}
+
+#[tokio::test]
+async fn token_endpoint_failures_are_typed_and_secret_free() {
+    let key = PopKey::open("mem:").unwrap();
+    let server = start(|_| {}, &key).await;
+    let tc = TokenClient::new().unwrap();
+    let req = |scheme, auth, id: &str| {
+        TokenRequest::new(&server.token_endpoint, id, &["s"], scheme, auth).unwrap()
+    };
+
+    let err = tc
+        .request(
+            &req(
+                Scheme::Pop,
+                ClientAuth::secret("wrong-secret-xyz"),
+                "app-secret",
+            ),
+            &key,
+        )
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(err, Error::TokenEndpoint { status: 401, ref error, .. } if error == "invalid_client"),
+        "{err}"
+    );
+    assert!(
+        !err.to_string().contains("wrong-secret-xyz")
+            && !format!("{err:?}").contains("wrong-secret-xyz")
+    );
+    assert!(
+        err.to_string().contains("bad client secret"),
+        "the server's description is kept: {err}"
+    );
+
+    // An HTML error page after the retries run out.
+    server.stats.token_unavailable.store(100, Ordering::SeqCst);
+    let err = tc
+        .request(
+            &req(Scheme::Pop, ClientAuth::secret(SECRET), "app-secret"),
+            &key,
+        )
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(err, Error::UnexpectedResponse { status: 503, .. }),
+        "{err}"
+    );
+    assert!(err.to_string().contains("HTML"));
+    server.stats.token_unavailable.store(0, Ordering::SeqCst);
+
+    // Misbehaving servers.
+    let odd = start(|c| c.force_token_type = Some("Bearer".into()), &key).await;
+    let r = TokenRequest::new(
+        &odd.token_endpoint,
+        "app-secret",
+        &["s"],
+        Scheme::Dpop,
+        ClientAuth::secret(SECRET),
+    )
+    .unwrap();
+    let err = tc.request(&r, &key).await.unwrap_err();
+    assert!(err.to_string().contains("token_type"), "{err}");
+    let odd = start(|c| c.omit_expires_in = true, &key).await;
+    let r = TokenRequest::new(
+        &odd.token_endpoint,
+        "app-secret",
+        &["s"],
+        Scheme::Pop,
+        ClientAuth::secret(SECRET),
+    )
+    .unwrap();
+    let err = tc.request(&r, &key).await.unwrap_err();
+    assert!(err.to_string().contains("expires_in"), "{err}");
+
+    // Debug of a request and a response never shows secrets or tokens.
+    let r = req(Scheme::Pop, ClientAuth::secret(SECRET), "app-secret");
+    assert!(!format!("{r:?}").contains(SECRET));
+    let t = tc.request(&r, &key).await.unwrap();
+    assert!(!format!("{t:?}").contains(t.access_token()));
+}
+
+#[tokio::test]
+async fn unreachable_and_silent_servers_do_not_hang() {
+    let key = PopKey::open("mem:").unwrap();
+    // A port nobody listens on.
+    let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = closed.local_addr().unwrap().port();
+    drop(closed);
+    let req = TokenRequest::new(
+        &format!("http://127.0.0.1:{port}/t/oauth2/v2.0/token"),
+        "c",
+        &["s"],
+        Scheme::Pop,
+        ClientAuth::secret("x"),
+    )
+    .unwrap();
+    let c = PopClient::with_parts(
+        key.clone(),
+        req,
+        http(),
+        Arc::new(TokenCache::new()),
+        fast_retry(),
+    )
+    .unwrap();
+    let err = c.token().await.unwrap_err();
+    assert!(matches!(err, Error::Http { .. }), "{err}");
+    // A server that accepts and never answers: the timeout ends it.
+    let silent = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = silent.local_addr().unwrap();
+    tokio::spawn(async move {
+        let mut held = Vec::new();
+        while let Ok((s, _)) = silent.accept().await {
+            held.push(s);
+        }
+    });
+    let req = TokenRequest::new(
+        &format!("http://{addr}/t/oauth2/v2.0/token"),
+        "c",
+        &["s"],
+        Scheme::Pop,
+        ClientAuth::secret("x"),
+    )
+    .unwrap();
+    let quick = reqwest::Client::builder()
+        .timeout(Duration::from_millis(300))
+        .build()
+        .unwrap();
+    let policy = RetryPolicy {
+        max_retries: 1,
+        ..fast_retry()
+    };
+    let c = PopClient::with_parts(key, req, quick, Arc::new(TokenCache::new()), policy).unwrap();
+    let started = std::time::Instant::now();
+    let err = c.token().await.unwrap_err();
+    assert!(err.to_string().contains("timed out"), "{err}");
+    assert!(started.elapsed() < Duration::from_secs(30));
+}
