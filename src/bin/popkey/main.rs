@@ -11,6 +11,8 @@ use popkey::{Algorithm, CreateOptions, OpenOptions, PopCryptoProvider, PopKey};
 use serde_json::json;
 
 mod bench;
+#[cfg(feature = "client")]
+mod client;
 mod verify;
 
 /// Proof-of-Possession keys in TPMs and HSMs: SHR and DPoP signing.
@@ -38,6 +40,13 @@ enum Command {
     /// claims, or {"error":"<kind>","message":"…"} and exits 1.
     #[command(subcommand)]
     Verify(verify::VerifyCommand),
+    /// Get a token bound to the key (client credentials) and print the
+    /// token response JSON.
+    #[cfg(feature = "client")]
+    Token(client::TokenArgs),
+    /// Get a token, call an API with it and a fresh proof, print the body.
+    #[cfg(feature = "client")]
+    Call(client::CallArgs),
 }
 
 #[derive(Subcommand)]
@@ -176,7 +185,9 @@ fn main() -> ExitCode {
     }
     match run(cli.command) {
         Ok(out) => {
-            println!("{out}");
+            if !out.is_empty() {
+                println!("{out}");
+            }
             ExitCode::SUCCESS
         }
         Err(msg) => {
@@ -244,6 +255,10 @@ fn run(command: Command) -> Result<String, String> {
         }
         Command::Bench(a) => bench::run(&a),
         Command::Verify(_) => Err("verify is handled in main".into()),
+        #[cfg(feature = "client")]
+        Command::Token(a) => client::token(&a),
+        #[cfg(feature = "client")]
+        Command::Call(a) => client::call(&a).map(|_| String::new()),
     }
 }
 
