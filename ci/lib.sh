@@ -31,3 +31,18 @@ ensure_python_modules() {
       || python3 -m pip install --quiet --break-system-packages joserfc cryptography
   fi
 }
+
+# The real authorization server for the DPoP interop test (oidc-provider,
+# pinned by tests/oidc/package-lock.json).
+ensure_node_modules() {
+  if ! command -v node >/dev/null || ! command -v npm >/dev/null; then
+    local sudo=""
+    [ "$(id -u)" -eq 0 ] || sudo="sudo"
+    $sudo apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends nodejs npm
+  fi
+  if [ ! -d tests/oidc/node_modules/oidc-provider ]; then
+    echo "== installing oidc-provider (tests/oidc)"
+    (cd tests/oidc && npm ci --no-audit --no-fund --loglevel=error)
+  fi
+}
