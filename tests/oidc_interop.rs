@@ -28,7 +28,11 @@ fn start(jwks: &Path, require_nonce: bool) -> (Server, String) {
         oidc_dir().join("node_modules/oidc-provider").exists(),
         "oidc-provider is not installed: run ci/test (it runs `npm ci` in tests/oidc), or `cd tests/oidc && npm ci`"
     );
-    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
     let mut child = Command::new("node")
         .arg(oidc_dir().join("server.mjs"))
         .arg(port.to_string())
@@ -39,13 +43,23 @@ fn start(jwks: &Path, require_nonce: bool) -> (Server, String) {
         .spawn()
         .expect("node is needed for the oidc-provider interop test: apt-get install nodejs npm");
     let mut line = String::new();
-    BufReader::new(child.stdout.take().unwrap()).read_line(&mut line).unwrap();
-    let info: Value = serde_json::from_str(&line).unwrap_or_else(|_| panic!("oidc-provider did not start: {line:?}"));
-    (Server(child), info["token_endpoint"].as_str().unwrap().to_owned())
+    BufReader::new(child.stdout.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    let info: Value = serde_json::from_str(&line)
+        .unwrap_or_else(|_| panic!("oidc-provider did not start: {line:?}"));
+    (
+        Server(child),
+        info["token_endpoint"].as_str().unwrap().to_owned(),
+    )
 }
 
 fn popkey(args: &[&str]) -> std::process::Output {
-    Command::new(env!("CARGO_BIN_EXE_popkey")).args(args).env_remove("POPKEY_KEY").output().unwrap()
+    Command::new(env!("CARGO_BIN_EXE_popkey"))
+        .args(args)
+        .env_remove("POPKEY_KEY")
+        .output()
+        .unwrap()
 }
 
 #[test]
@@ -66,8 +80,19 @@ fn oidc_provider_issues_dpop_tokens_bound_to_our_key() {
         for require_nonce in [false, true] {
             let (_server, token_endpoint) = start(&jwks, require_nonce);
             let out = popkey(&[
-                "token", "--key", uri, "--token-endpoint", &token_endpoint, "--client-id", "popkey-client",
-                "--scope", "api:read", "--scheme", "dpop", "--assertion-key", uri,
+                "token",
+                "--key",
+                uri,
+                "--token-endpoint",
+                &token_endpoint,
+                "--client-id",
+                "popkey-client",
+                "--scope",
+                "api:read",
+                "--scheme",
+                "dpop",
+                "--assertion-key",
+                uri,
             ]);
             assert!(
                 out.status.success(),
@@ -76,8 +101,14 @@ fn oidc_provider_issues_dpop_tokens_bound_to_our_key() {
             );
             let resp: Value = serde_json::from_slice(&out.stdout).unwrap();
             assert_eq!(resp["token_type"], "DPoP");
-            let payload = resp["access_token"].as_str().unwrap().split('.').nth(1).unwrap();
-            let claims: Value = serde_json::from_slice(&popkey::b64::decode(payload).unwrap()).unwrap();
+            let payload = resp["access_token"]
+                .as_str()
+                .unwrap()
+                .split('.')
+                .nth(1)
+                .unwrap();
+            let claims: Value =
+                serde_json::from_slice(&popkey::b64::decode(payload).unwrap()).unwrap();
             assert_eq!(claims["cnf"]["jkt"], kid, "{alg} nonce={require_nonce}");
             assert_eq!(claims["client_id"], "popkey-client");
             // The server's own JWKS validates the token it issued.
@@ -85,7 +116,11 @@ fn oidc_provider_issues_dpop_tokens_bound_to_our_key() {
             let server_jwks = fetch(&jwks_url);
             let v = popkey::verify::token::JwksValidator::from_jwks(&server_jwks).unwrap();
             use popkey::verify::token::AccessTokenValidator;
-            v.validate(resp["access_token"].as_str().unwrap(), claims["iat"].as_u64().unwrap()).unwrap();
+            v.validate(
+                resp["access_token"].as_str().unwrap(),
+                claims["iat"].as_u64().unwrap(),
+            )
+            .unwrap();
         }
     }
 }
@@ -96,7 +131,11 @@ fn fetch(url: &str) -> String {
     let rest = url.strip_prefix("http://").unwrap();
     let (host, path) = rest.split_once('/').unwrap();
     let mut s = std::net::TcpStream::connect(host).unwrap();
-    write!(s, "GET /{path} HTTP/1.0\r\nHost: {host}\r\nAccept: application/json\r\n\r\n").unwrap();
+    write!(
+        s,
+        "GET /{path} HTTP/1.0\r\nHost: {host}\r\nAccept: application/json\r\n\r\n"
+    )
+    .unwrap();
     let mut resp = String::new();
     s.read_to_string(&mut resp).unwrap();
     resp.split_once("\r\n\r\n").unwrap().1.to_owned()
