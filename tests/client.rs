@@ -407,3 +407,212 @@ async fn unreachable_and_silent_servers_do_not_hang() {
     assert!(err.to_string().contains("timed out"), "{err}");
     assert!(started.elapsed() < Duration::from_secs(30));
 }
+
+#[tokio::test]
+async fn refresh_in_is_honoured() {
+    let key = PopKey::open("mem:").unwrap();
+    let server = start(|c| c.refresh_in = Some(1), &key).await;
+    let c = client(
+        &server,
+        &key,
+        Scheme::Pop,
+        ClientAuth::secret(SECRET),
+        "app-secret",
+    );
+    c.token().await.unwrap();
+    c.token().await.unwrap();
+    assert_eq!(server.stats.token_requests.load(Ordering::SeqCst), 1);
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    c.token().await.unwrap();
+    assert_eq!(
+        server.stats.token_requests.load(Ordering::SeqCst),
+        2,
+        "refreshed at refresh_in, long before expiry"
+    );
+}
+
+#[tokio::test]
+async fn tls_failure_is_a_typed_error() {
+    // An https URL pointed at a plain-HTTP server: the handshake fails.
+    let key = PopKey::open("mem:").unwrap();
+    let server = start(|_| {}, &key).await;
+    let https = server.token_endpoint.replace("http://", "https://");
+    let req = TokenRequest::new(
+        &https,
+        "app-secret",
+        &["s"],
+        Scheme::Pop,
+        ClientAuth::secret(SECRET),
+    )
+    .unwrap();
+    let c = PopClient::with_parts(
+        key,
+        req,
+        http(),
+        Arc::new(TokenCache::new()),
+        RetryPolicy {
+            max_retries: 0,
+            ..fast_retry()
+        },
+    )
+    .unwrap();
+    let err = c.token().await.unwrap_err();
+    assert!(matches!(err, Error::Http { .. }), "{err}");
+    assert!(!err.to_string().contains(SECRET));
+}
+
+#[tokio::test]
+async fn assertion_carries_the_certificate_thumbprint() {
+    use sha2::Digest;
+    let dir = tempfile::tempdir().unwrap();
+    let key_path = dir.path().join("k.pem");
+    let cert_path = dir.path().join("c.pem");
+    let key = PopKey::create(
+        &format!("file:{}", key_path.display()),
+        &popkey::CreateOptions::new(),
+    )
+    .unwrap();
+    let out = std::process::Command::new("openssl")
+        .args([
+            "req",
+            "-new",
+            "-x509",
+            "-days",
+            "1",
+            "-subj",
+            "/CN=popkey-test",
+            "-key",
+        ])
+        .arg(&key_path)
+        .arg("-out")
+        .arg(&cert_path)
+        .output()
+        .expect("openssl is needed: apt-get install openssl");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let pem = std::fs::read_to_string(&cert_path).unwrap();
+    let jwt = popkey::assertion::ClientAssertion::new("cid", "https://as.example/token")
+        .unwrap()
+        .certificate_pem(&pem, true)
+        .unwrap()
+        .sign(&key)
+        .unwrap();
+    let mut parts = jwt.split('.');
+    let header: Value =
+        serde_json::from_slice(&popkey::b64::decode(parts.next().unwrap()).unwrap()).unwrap();
+    let claims: Value =
+        serde_json::from_slice(&popkey::b64::decode(parts.next().unwrap()).unwrap()).unwrap();
+    let der_out = std::process::Command::new("openssl")
+        .args(["x509", "-outform", "DER", "-in"])
+        .arg(&cert_path)
+        .output()
+        .unwrap();
+    assert_eq!(
+        header["x5t#S256"],
+        popkey::b64::encode(sha2::Sha256::digest(&der_out.stdout))
+    );
+    assert_eq!(
+        header["x5c"][0],
+        base64::Engine::encode(&base64::engine::general_purpose::STANDARD, &der_out.stdout)
+    );
+    assert_eq!(
+        (
+            claims["iss"].as_str(),
+            claims["sub"].as_str(),
+            claims["aud"].as_str()
+        ),
+        (Some("cid"), Some("cid"), Some("https://as.example/token"))
+    );
+    assert!(claims["exp"].as_u64().unwrap() > claims["iat"].as_u64().unwrap());
+    assert!(popkey::assertion::ClientAssertion::new("cid", "aud")
+        .unwrap()
+        .certificate_pem("junk", false)
+        .is_err());
+}
+
+#[tokio::test]
+async fn cli_token_and_call() {
+    let key_dir = tempfile::tempdir().unwrap();
+    let uri = format!("file:{}", key_dir.path().join("k.pem").display());
+    let key = PopKey::create(&uri, &popkey::CreateOptions::new()).unwrap();
+    let server = start(|_| {}, &key).await;
+    let secret = key_dir.path().join("secret");
+    std::fs::write(&secret, format!("{SECRET}\n")).unwrap();
+    let run = |args: Vec<String>| {
+        tokio::task::spawn_blocking(move || {
+            std::process::Command::new(env!("CARGO_BIN_EXE_popkey"))
+                .args(&args)
+                .env_remove("POPKEY_CLIENT_SECRET")
+                .output()
+                .unwrap()
+        })
+    };
+    let common = |extra: &[&str]| {
+        let mut v: Vec<String> = [
+            "--key",
+            &uri,
+            "--token-endpoint",
+            &server.token_endpoint,
+            "--client-id",
+            "app-secret",
+            "--scope",
+            "api://local/.default",
+            "--client-secret-file",
+            secret.to_str().unwrap(),
+        ]
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
+        v.extend(extra.iter().map(|s| s.to_string()));
+        v
+    };
+    let mut args = vec!["token".to_string()];
+    args.extend(common(&["--scheme", "dpop"]));
+    let out = run(args).await.unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let v: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v["token_type"], "DPoP");
+
+    let mut args = vec!["call".to_string()];
+    args.extend(common(&["--scheme", "pop", &server.api]));
+    let out = run(args).await.unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let v: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v["kid"], key.kid());
+
+    // An API error: the body is printed and the exit is non-zero.
+    server.stats.api_errors.store(100, Ordering::SeqCst);
+    let mut args = vec!["call".to_string()];
+    args.extend(common(&["--scheme", "pop", &server.api]));
+    let out = run(args).await.unwrap();
+    assert!(!out.status.success());
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "oops");
+    assert!(String::from_utf8_lossy(&out.stderr).contains("HTTP 500"));
+    // No client authentication at all.
+    let out = run(vec![
+        "token".into(),
+        "--key".into(),
+        uri.clone(),
+        "--token-endpoint".into(),
+        server.token_endpoint.clone(),
+        "--client-id".into(),
+        "x".into(),
+        "--scope".into(),
+        "s".into(),
+    ])
+    .await
+    .unwrap();
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("--client-secret-file"));
+}

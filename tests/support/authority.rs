@@ -58,6 +58,8 @@ pub struct Config {
     pub force_token_type: Option<String>,
     /// Leave `expires_in` out of token responses (a misbehaving server).
     pub omit_expires_in: bool,
+    /// Send `refresh_in` (Entra's early-refresh hint) with tokens.
+    pub refresh_in: Option<u64>,
 }
 
 /// Counters and failure switches, shared with the test.
@@ -304,6 +306,9 @@ async fn token(
     .expect("authority signs");
     let token_type = s.config.force_token_type.as_deref().unwrap_or(token_type);
     let mut body = json!({"access_token": at, "token_type": token_type, "expires_in": expires_in, "ext_expires_in": expires_in});
+    if let Some(r) = s.config.refresh_in {
+        body["refresh_in"] = r.into();
+    }
     if s.config.omit_expires_in {
         body.as_object_mut().map(|o| o.remove("expires_in"));
     }

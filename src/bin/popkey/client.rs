@@ -14,8 +14,24 @@ pub(crate) struct TokenArgs {
     #[command(flatten)]
     key: KeyArg,
     /// The token endpoint, e.g. https://login.microsoftonline.com/TENANT/oauth2/v2.0/token.
-    #[arg(long, env = "POPKEY_TOKEN_ENDPOINT")]
-    token_endpoint: String,
+    #[arg(
+        long,
+        env = "POPKEY_TOKEN_ENDPOINT",
+        required_unless_present = "tenant",
+        conflicts_with = "tenant"
+    )]
+    token_endpoint: Option<String>,
+    /// A Microsoft Entra ID tenant (id or domain): the token endpoint is
+    /// {authority}/{tenant}/oauth2/v2.0/token.
+    #[arg(long)]
+    tenant: Option<String>,
+    /// The Entra authority host for --tenant.
+    #[arg(
+        long,
+        default_value = "https://login.microsoftonline.com",
+        requires = "tenant"
+    )]
+    authority: String,
     /// The client (application) id.
     #[arg(long, env = "POPKEY_CLIENT_ID")]
     client_id: String,
@@ -79,14 +95,13 @@ impl TokenArgs {
             (Some(_), Some(_)) => return Err("give --client-secret-file or --assertion-key, not both".into()),
         };
         let scopes: Vec<&str> = self.scopes.iter().map(String::as_str).collect();
-        let req = TokenRequest::new(
-            &self.token_endpoint,
-            &self.client_id,
-            &scopes,
-            self.scheme,
-            auth,
-        )
-        .map_err(s)?;
+        let endpoint = match (&self.token_endpoint, &self.tenant) {
+            (Some(e), _) => e.clone(),
+            (None, Some(t)) => popkey::client::entra_token_endpoint(Some(&self.authority), t),
+            (None, None) => return Err("give --token-endpoint or --tenant".into()),
+        };
+        let req =
+            TokenRequest::new(&endpoint, &self.client_id, &scopes, self.scheme, auth).map_err(s)?;
         Ok((key, req))
     }
 }
