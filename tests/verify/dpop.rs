@@ -86,6 +86,64 @@ fn rfc9449_example_proof_verifies_with_its_clock() {
     assert_eq!(kind(late), ErrorKind::Expired);
 }
 
+/// An introspection-style validator for an opaque token (the hook a caller
+/// provides): it knows one token and the key it is bound to.
+struct Introspection {
+    token: &'static str,
+    jkt: &'static str,
+}
+
+impl popkey::verify::token::AccessTokenValidator for Introspection {
+    fn validate(
+        &self,
+        token: &str,
+        _now: u64,
+    ) -> Result<serde_json::Map<String, Value>, VerifyError> {
+        if token != self.token {
+            return Err(VerifyError::new(
+                ErrorKind::InvalidAccessToken,
+                "unknown token",
+            ));
+        }
+        Ok(json!({"active": true, "cnf": {"jkt": self.jkt}})
+            .as_object()
+            .unwrap()
+            .clone())
+    }
+}
+
+#[test]
+fn rfc9449_resource_example_proof_verifies_with_its_token() {
+    // RFC 9449 §7.1, Figure 13: a proof for a protected resource, with `ath`
+    // for the opaque access token of the example.
+    let proof = "eyJ0eXAiOiJkcG9wK2p3dCIsImFsZyI6IkVTMjU2IiwiandrIjp7Imt0eSI6IkVDIiwieCI6Imw4dEZyaHgtMzR0VjNoUklDUkRZOXpDa0RscEJoRjQyVVFVZldWQVdCRnMiLCJ5IjoiOVZFNGpmX09rX282NHpiVFRsY3VOSmFqSG10NnY5VERWclUwQ2R2R1JEQSIsImNydiI6IlAtMjU2In19.eyJqdGkiOiJlMWozVl9iS2ljOC1MQUVCIiwiaHRtIjoiR0VUIiwiaHR1IjoiaHR0cHM6Ly9yZXNvdXJjZS5leGFtcGxlLm9yZy9wcm90ZWN0ZWRyZXNvdXJjZSIsImlhdCI6MTU2MjI2MjYxOCwiYXRoIjoiZlVIeU8ycjJaM0RaNTNFc05yV0JiMHhXWG9hTnk1OUlpS0NBcWtzbVFFbyJ9.2oW9RP35yRqzhrtNP86L-Ey71EOptxRimPPToA1plemAgR6pxHF8y6-yqyVnmcw6Fy1dqd-jfxSYoMxhAJpLjA";
+    let token = "Kz~8mXK1EalYznwH-LC-1fBAo.4Ljp~zsPE_NeO.gxU";
+    let jkt = "0ZcOCORZNYy-DWpqq30jZyJGHTN0d2HglBV3uiguA4I";
+    let v = DpopVerifier::new(Arc::new(Introspection { token, jkt }));
+    let url = "https://resource.example.org/protectedresource";
+    let ok = v
+        .verify_at(&[proof], "GET", url, Some(token), 1_562_262_620)
+        .unwrap();
+    assert_eq!(ok.jkt, jkt);
+    assert_eq!(
+        ok.claims["ath"],
+        "fUHyO2r2Z3DZ53EsNrWBb0xWXoaNy59IiKCAqksmQEo"
+    );
+    // Bound to another key, the same proof and token are refused.
+    let other = DpopVerifier::new(Arc::new(Introspection {
+        token,
+        jkt: "another-thumbprint",
+    }));
+    assert_eq!(
+        kind(other.verify_at(&[proof], "GET", url, Some(token), 1_562_262_620)),
+        ErrorKind::KeyNotBound
+    );
+    assert_eq!(
+        kind(v.verify_at(&[proof], "GET", url, Some("other-token"), 1_562_262_620)),
+        ErrorKind::AccessTokenHashMismatch
+    );
+}
+
 #[test]
 fn round_trip_for_every_algorithm() {
     for alg in Algorithm::ALL {
