@@ -29,32 +29,24 @@ pub trait PopCryptoProvider: Send + Sync {
     }
 }
 
-impl<P: PopCryptoProvider + ?Sized> PopCryptoProvider for &P {
-    fn canonical_public_key_jwk(&self) -> &str {
-        (**self).canonical_public_key_jwk()
-    }
-    fn algorithm(&self) -> Algorithm {
-        (**self).algorithm()
-    }
-    fn sign(&self, signing_input: &[u8]) -> Result<Vec<u8>> {
-        (**self).sign(signing_input)
-    }
-    fn thumbprint(&self) -> String {
-        (**self).thumbprint()
-    }
+/// Implements the contract for a pointer type by delegating to its target.
+macro_rules! delegate_provider {
+    ($($ptr:ty),*) => {$(
+        impl<P: PopCryptoProvider + ?Sized> PopCryptoProvider for $ptr {
+            fn canonical_public_key_jwk(&self) -> &str {
+                (**self).canonical_public_key_jwk()
+            }
+            fn algorithm(&self) -> Algorithm {
+                (**self).algorithm()
+            }
+            fn sign(&self, signing_input: &[u8]) -> Result<Vec<u8>> {
+                (**self).sign(signing_input)
+            }
+            fn thumbprint(&self) -> String {
+                (**self).thumbprint()
+            }
+        }
+    )*};
 }
 
-impl<P: PopCryptoProvider + ?Sized> PopCryptoProvider for std::sync::Arc<P> {
-    fn canonical_public_key_jwk(&self) -> &str {
-        (**self).canonical_public_key_jwk()
-    }
-    fn algorithm(&self) -> Algorithm {
-        (**self).algorithm()
-    }
-    fn sign(&self, signing_input: &[u8]) -> Result<Vec<u8>> {
-        (**self).sign(signing_input)
-    }
-    fn thumbprint(&self) -> String {
-        (**self).thumbprint()
-    }
-}
+delegate_provider!(&P, std::sync::Arc<P>, Box<P>);

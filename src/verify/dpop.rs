@@ -5,10 +5,8 @@ use std::sync::Arc;
 use serde_json::{Map, Value};
 
 use super::jose::{check_time, embedded_key, ParsedJws};
-use super::replay::ReplayStore;
 use super::token::{check_binding, AccessTokenValidator};
-use super::{err, replay_id, ErrorKind, NoncePolicy, VerifyError};
-use crate::alg::Algorithm;
+use super::{common_builders, err, replay_id, Common, ErrorKind, VerifyError};
 
 /// Longest `jti` accepted.
 const MAX_JTI_LEN: usize = 256;
@@ -43,13 +41,10 @@ pub struct VerifiedDpop {
 /// # Ok::<(), popkey::Error>(())
 /// ```
 pub struct DpopVerifier {
-    validator: Arc<dyn AccessTokenValidator>,
-    algs: Vec<Algorithm>,
-    max_age: u64,
-    skew: u64,
-    nonce: NoncePolicy,
-    replay: Option<Arc<dyn ReplayStore>>,
+    common: Common,
 }
+
+common_builders!(DpopVerifier, "iat");
 
 impl DpopVerifier {
     /// A verifier that validates presented access tokens with `validator`.
@@ -57,48 +52,8 @@ impl DpopVerifier {
     /// future, no server nonce, no replay store.
     pub fn new(validator: Arc<dyn AccessTokenValidator>) -> Self {
         DpopVerifier {
-            validator,
-            algs: Algorithm::ALL.to_vec(),
-            max_age: 300,
-            skew: 60,
-            nonce: NoncePolicy::ClientChosen,
-            replay: None,
+            common: Common::new(validator),
         }
-    }
-
-    /// Allowed algorithms (advertise the same in `algs=`).
-    pub fn algorithms(mut self, algs: &[Algorithm]) -> Self {
-        self.algs = algs.to_vec();
-        self
-    }
-
-    /// The allowed algorithms.
-    pub fn allowed_algorithms(&self) -> &[Algorithm] {
-        &self.algs
-    }
-
-    /// Oldest acceptable `iat`, in seconds.
-    pub fn max_age(mut self, secs: u64) -> Self {
-        self.max_age = secs;
-        self
-    }
-
-    /// How far in the future `iat` may be, in seconds.
-    pub fn clock_skew(mut self, secs: u64) -> Self {
-        self.skew = secs;
-        self
-    }
-
-    /// Requires a server nonce (a [`super::nonce::NonceIssuer`] or a fixed value).
-    pub fn nonce(mut self, policy: NoncePolicy) -> Self {
-        self.nonce = policy;
-        self
-    }
-
-    /// Rejects a second use of a `jti`.
-    pub fn replay_store(mut self, store: Arc<dyn ReplayStore>) -> Self {
-        self.replay = Some(store);
-        self
     }
 
     /// Verifies the `DPoP` header value(s) of a request now. `access_token`
@@ -141,7 +96,7 @@ impl DpopVerifier {
             }
         };
         // (2)-(4): a well-formed JWT with the required members.
-        let jws = ParsedJws::parse(proof, &self.algs)?;
+        let jws = ParsedJws::parse(proof, &self.common.algs)?;
         // (5): typ.
         if jws.header.get("typ").and_then(Value::as_str) != Some("dpop+jwt") {
             return Err(err(
@@ -185,10 +140,12 @@ impl DpopVerifier {
             ));
         }
         // (11): nonce, when the server requires one.
-        self.nonce.check(jws.opt_str_claim("nonce")?, now, false)?;
+        self.common
+            .nonce
+            .check(jws.opt_str_claim("nonce")?, now, false)?;
         // (12): iat within the window.
         let iat = jws.time_claim("iat")?;
-        check_time("iat", iat, now, self.max_age, self.skew)?;
+        check_time("iat", iat, now, self.common.max_age, self.common.skew)?;
         // (13): ath and the key binding, when an access token is presented.
         let ath = jws.opt_str_claim("ath")?;
         let mut token_claims = None;
@@ -200,7 +157,7 @@ impl DpopVerifier {
                         "`ath` is not the hash of the presented access token",
                     ));
                 }
-                let claims = self.validator.validate(token, now)?;
+                let claims = self.common.validator.validate(token, now)?;
                 check_binding(&claims, key.thumbprint())?;
                 token_claims = Some(claims);
             }
@@ -219,9 +176,13 @@ impl DpopVerifier {
             (None, None) => {}
         }
         // Replay, last: only proofs that passed every other check are recorded.
-        if let Some(store) = &self.replay {
+        if let Some(store) = &self.common.replay {
             let id = replay_id("dpop", &[key.thumbprint().as_bytes(), jti.as_bytes()]);
-            store.check_and_record(&id, iat.saturating_add(self.max_age + self.skew), now)?;
+            store.check_and_record(
+                &id,
+                iat.saturating_add(self.common.max_age + self.common.skew),
+                now,
+            )?;
         }
         Ok(VerifiedDpop {
             jkt: key.thumbprint().to_owned(),
@@ -229,7 +190,7 @@ impl DpopVerifier {
             claims: jws.claims,
             access_token_claims: token_claims,
             access_token_signature_checked: access_token.is_some()
-                && self.validator.checks_signature(),
+                && self.common.validator.checks_signature(),
         })
     }
 }

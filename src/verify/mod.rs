@@ -351,3 +351,78 @@ pub(crate) fn replay_id(prefix: &str, parts: &[&[u8]]) -> String {
     }
     format!("{prefix}:{}", crate::b64::encode(h.finalize()))
 }
+
+/// What both verifiers check the same way: the access-token validator, the
+/// allowed algorithms, the freshness window, the nonce and replay.
+#[derive(Clone)]
+pub(crate) struct Common {
+    pub(crate) validator: std::sync::Arc<dyn token::AccessTokenValidator>,
+    pub(crate) algs: Vec<crate::Algorithm>,
+    pub(crate) max_age: u64,
+    pub(crate) skew: u64,
+    pub(crate) nonce: NoncePolicy,
+    pub(crate) replay: Option<std::sync::Arc<dyn replay::ReplayStore>>,
+}
+
+impl Common {
+    /// ES256/RS256/PS256, at most 300 s old and 60 s ahead, client-chosen
+    /// nonce, no replay store.
+    pub(crate) fn new(validator: std::sync::Arc<dyn token::AccessTokenValidator>) -> Self {
+        Common {
+            validator,
+            algs: crate::Algorithm::ALL.to_vec(),
+            max_age: 300,
+            skew: 60,
+            nonce: NoncePolicy::ClientChosen,
+            replay: None,
+        }
+    }
+}
+
+/// The builder methods both verifiers share; `$time` names the claim the
+/// freshness window applies to.
+macro_rules! common_builders {
+    ($ty:ty, $time:literal) => {
+        impl $ty {
+            /// Allowed algorithms (asymmetric only; the type admits nothing
+            /// else). Advertise the same in `algs=`.
+            pub fn algorithms(mut self, algs: &[crate::Algorithm]) -> Self {
+                self.common.algs = algs.to_vec();
+                self
+            }
+
+            /// The allowed algorithms.
+            pub fn allowed_algorithms(&self) -> &[crate::Algorithm] {
+                &self.common.algs
+            }
+
+            #[doc = concat!("Oldest acceptable `", $time, "`, in seconds (default 300).")]
+            pub fn max_age(mut self, secs: u64) -> Self {
+                self.common.max_age = secs;
+                self
+            }
+
+            #[doc = concat!("How far in the future `", $time, "` may be, in seconds (default 60).")]
+            pub fn clock_skew(mut self, secs: u64) -> Self {
+                self.common.skew = secs;
+                self
+            }
+
+            /// The nonce policy (for example a [`super::nonce::NonceIssuer`]).
+            pub fn nonce(mut self, policy: super::NoncePolicy) -> Self {
+                self.common.nonce = policy;
+                self
+            }
+
+            /// Rejects a second use of the same proof.
+            pub fn replay_store(
+                mut self,
+                store: std::sync::Arc<dyn super::replay::ReplayStore>,
+            ) -> Self {
+                self.common.replay = Some(store);
+                self
+            }
+        }
+    };
+}
+pub(crate) use common_builders;

@@ -6,10 +6,8 @@ use serde_json::{Map, Value};
 use sha2::{Digest, Sha256};
 
 use super::jose::{check_time, embedded_key, ParsedJws};
-use super::replay::ReplayStore;
 use super::token::{check_binding, AccessTokenValidator};
-use super::{err, replay_id, ErrorKind, NoncePolicy, Request, VerifyError};
-use crate::alg::Algorithm;
+use super::{common_builders, err, replay_id, Common, ErrorKind, Request, VerifyError};
 
 /// What a verified SHR says.
 #[derive(Debug, Clone)]
@@ -38,12 +36,7 @@ pub struct VerifiedShr {
 /// # Ok::<(), popkey::Error>(())
 /// ```
 pub struct ShrVerifier {
-    validator: Arc<dyn AccessTokenValidator>,
-    algs: Vec<Algorithm>,
-    max_age: u64,
-    skew: u64,
-    nonce: NoncePolicy,
-    replay: Option<Arc<dyn ReplayStore>>,
+    common: Common,
     require_q: bool,
     require_h: Vec<String>,
     require_b: bool,
@@ -51,54 +44,21 @@ pub struct ShrVerifier {
     accept_unsigned_headers: bool,
 }
 
+common_builders!(ShrVerifier, "ts");
+
 impl ShrVerifier {
     /// A verifier that validates access tokens with `validator`. Defaults:
     /// ES256/RS256/PS256, `ts` at most 300 s old and 60 s in the future, a
     /// client-chosen nonce, no replay store, `q`/`h`/`b` checked when present.
     pub fn new(validator: Arc<dyn AccessTokenValidator>) -> Self {
         ShrVerifier {
-            validator,
-            algs: Algorithm::ALL.to_vec(),
-            max_age: 300,
-            skew: 60,
-            nonce: NoncePolicy::ClientChosen,
-            replay: None,
+            common: Common::new(validator),
             require_q: false,
             require_h: Vec::new(),
             require_b: false,
             accept_unsigned_query: true,
             accept_unsigned_headers: true,
         }
-    }
-
-    /// Allowed algorithms (asymmetric only; the type admits nothing else).
-    pub fn algorithms(mut self, algs: &[Algorithm]) -> Self {
-        self.algs = algs.to_vec();
-        self
-    }
-
-    /// Oldest acceptable `ts`, in seconds.
-    pub fn max_age(mut self, secs: u64) -> Self {
-        self.max_age = secs;
-        self
-    }
-
-    /// How far in the future `ts` may be, in seconds.
-    pub fn clock_skew(mut self, secs: u64) -> Self {
-        self.skew = secs;
-        self
-    }
-
-    /// Nonce policy (for example a [`super::nonce::NonceIssuer`]).
-    pub fn nonce(mut self, policy: NoncePolicy) -> Self {
-        self.nonce = policy;
-        self
-    }
-
-    /// Rejects a second use of the same SHR.
-    pub fn replay_store(mut self, store: Arc<dyn ReplayStore>) -> Self {
-        self.replay = Some(store);
-        self
     }
 
     /// Requires `q`, and (unless `accept_unsigned`) that it covers every
@@ -136,7 +96,7 @@ impl ShrVerifier {
         now: u64,
     ) -> Result<VerifiedShr, VerifyError> {
         let target = request.target()?;
-        let jws = ParsedJws::parse(shr, &self.algs)?;
+        let jws = ParsedJws::parse(shr, &self.common.algs)?;
         match jws.header.get("typ") {
             Some(Value::String(t)) if t.eq_ignore_ascii_case("pop") => {}
             _ => return Err(err(ErrorKind::WrongType, "header `typ` must be \"pop\"")),
@@ -162,7 +122,13 @@ impl ShrVerifier {
         jws.verify_signature(shr, &key)?;
 
         let at = jws.str_claim("at")?;
-        check_time("ts", jws.time_claim("ts")?, now, self.max_age, self.skew)?;
+        check_time(
+            "ts",
+            jws.time_claim("ts")?,
+            now,
+            self.common.max_age,
+            self.common.skew,
+        )?;
         let m = jws.str_claim("m")?;
         if m != target.method() {
             return Err(err(
@@ -179,21 +145,27 @@ impl ShrVerifier {
         self.check_query(&jws, &target)?;
         self.check_headers(&jws, request)?;
         self.check_body(&jws, request)?;
-        self.nonce.check(jws.opt_str_claim("nonce")?, now, true)?;
+        self.common
+            .nonce
+            .check(jws.opt_str_claim("nonce")?, now, true)?;
 
-        let token_claims = self.validator.validate(at, now)?;
+        let token_claims = self.common.validator.validate(at, now)?;
         check_binding(&token_claims, key.thumbprint())?;
 
-        if let Some(store) = &self.replay {
+        if let Some(store) = &self.common.replay {
             let ts = jws.time_claim("ts")?;
             let id = replay_id("shr", &[key.thumbprint().as_bytes(), &jws.payload_bytes]);
-            store.check_and_record(&id, ts.saturating_add(self.max_age + self.skew), now)?;
+            store.check_and_record(
+                &id,
+                ts.saturating_add(self.common.max_age + self.common.skew),
+                now,
+            )?;
         }
         Ok(VerifiedShr {
             thumbprint: key.thumbprint().to_owned(),
             claims: jws.claims,
             access_token_claims: token_claims,
-            access_token_signature_checked: self.validator.checks_signature(),
+            access_token_signature_checked: self.common.validator.checks_signature(),
         })
     }
 
