@@ -103,7 +103,7 @@ fn parse_url(text: &str) -> Result<Url> {
             url.scheme()
         )));
     }
-    if url.host_str().is_none_or(str::is_empty) {
+    if url.host_str().map_or(true, str::is_empty) {
         return Err(Error::request("the URL has no host"));
     }
     if !url.username().is_empty() || url.password().is_some() {

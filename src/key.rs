@@ -305,8 +305,12 @@ fn not_built(scheme: &'static str) -> Error {
     Error::BackendNotBuilt {
         scheme,
         hint: match scheme {
-            "pkcs11" => "this build was made without the `pkcs11` feature; rebuild with `--features pkcs11`",
-            _ => "the TPM backend is not part of this release yet; use mem: or file: keys meanwhile",
+            "pkcs11" => {
+                "this build was made without the `pkcs11` feature; rebuild with `--features pkcs11`"
+            }
+            _ => {
+                "the TPM backend is not part of this release yet; use mem: or file: keys meanwhile"
+            }
         },
     }
 }

@@ -14,8 +14,13 @@ fn rfc7638_section_3_1_thumbprint() {
       "kid": "2011-04-29"
     }"#;
     let key = PublicJwk::parse(jwk).unwrap();
-    assert_eq!(key.thumbprint(), "NzbLsXh8uDCcd-6MNwXF4W_7noWXFZAfHkxZsRGC9Xs");
-    assert!(key.canonical_json().starts_with(r#"{"e":"AQAB","kty":"RSA","n":"0vx7"#));
+    assert_eq!(
+        key.thumbprint(),
+        "NzbLsXh8uDCcd-6MNwXF4W_7noWXFZAfHkxZsRGC9Xs"
+    );
+    assert!(key
+        .canonical_json()
+        .starts_with(r#"{"e":"AQAB","kty":"RSA","n":"0vx7"#));
 }
 
 const RFC9449_JWK: &str = r#"{"kty":"EC","x":"l8tFrhx-34tV3hRICRDY9zCkDlpBhF42UQUfWVAWBFs","y":"9VE4jf_Ok_o64zbTTlcuNJajHmt6v9TDVrU0CdvGRDA","crv":"P-256"}"#;
@@ -24,7 +29,10 @@ const RFC9449_JWK: &str = r#"{"kty":"EC","x":"l8tFrhx-34tV3hRICRDY9zCkDlpBhF42UQ
 fn rfc9449_example_jwk_thumbprint() {
     let key = PublicJwk::parse(RFC9449_JWK).unwrap();
     // RFC 9449 §6.1 `jkt` of the example key.
-    assert_eq!(key.thumbprint(), "0ZcOCORZNYy-DWpqq30jZyJGHTN0d2HglBV3uiguA4I");
+    assert_eq!(
+        key.thumbprint(),
+        "0ZcOCORZNYy-DWpqq30jZyJGHTN0d2HglBV3uiguA4I"
+    );
     assert_eq!(
         key.canonical_json(),
         r#"{"crv":"P-256","kty":"EC","x":"l8tFrhx-34tV3hRICRDY9zCkDlpBhF42UQUfWVAWBFs","y":"9VE4jf_Ok_o64zbTTlcuNJajHmt6v9TDVrU0CdvGRDA"}"#

@@ -76,10 +76,14 @@ pub(super) fn rv_of(e: &CkError) -> Option<RvError> {
 }
 
 /// True for return values that mean the token or its slot went away.
+/// `CKR_GENERAL_ERROR` is here too: SoftHSM answers it when the token's
+/// storage vanished, and for a key that worked before, looking for the
+/// token again is the useful reaction.
 pub(super) fn is_token_gone(rv: RvError) -> bool {
     matches!(
         rv,
-        RvError::DeviceRemoved
+        RvError::GeneralError
+            | RvError::DeviceRemoved
             | RvError::TokenNotPresent
             | RvError::TokenNotRecognized
             | RvError::SlotIdInvalid

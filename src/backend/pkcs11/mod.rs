@@ -21,6 +21,7 @@ mod token;
 use std::sync::{Arc, Mutex, PoisonError};
 
 use cryptoki::error::RvError;
+use cryptoki::mechanism::MechanismType;
 use cryptoki::object::ObjectHandle;
 use cryptoki::session::Session;
 use rand::RngCore;
@@ -91,18 +92,42 @@ fn check_type(raw: &str, uri: &Pkcs11Uri) -> Result<()> {
     }
 }
 
-fn pick_alg(kind: Kind, want: Option<Algorithm>, name: &str) -> Result<Algorithm> {
-    match (kind, want) {
-        (Kind::Ec, None | Some(Algorithm::ES256)) => Ok(Algorithm::ES256),
-        (Kind::Rsa, None) => Ok(Algorithm::RS256),
-        (Kind::Rsa, Some(a @ (Algorithm::RS256 | Algorithm::PS256))) => Ok(a),
-        (Kind::Ec, Some(a)) => Err(Error::AlgorithmMismatch(format!(
-            "{name} holds an EC P-256 key, which cannot sign {a}"
-        ))),
-        (Kind::Rsa, Some(a)) => Err(Error::AlgorithmMismatch(format!(
-            "{name} holds an RSA key, which cannot sign {a}"
-        ))),
+fn pick_alg(
+    kind: Kind,
+    want: Option<Algorithm>,
+    allowed: &[MechanismType],
+    name: &str,
+) -> Result<Algorithm> {
+    let permits = |m: MechanismType| allowed.is_empty() || allowed.contains(&m);
+    let alg = match (kind, want) {
+        (Kind::Ec, None | Some(Algorithm::ES256)) => Algorithm::ES256,
+        // An RSA key whose token allows only PSS signs PS256 by default.
+        (Kind::Rsa, None)
+            if !permits(MechanismType::SHA256_RSA_PKCS)
+                && permits(MechanismType::SHA256_RSA_PKCS_PSS) =>
+        {
+            Algorithm::PS256
+        }
+        (Kind::Rsa, None) => Algorithm::RS256,
+        (Kind::Rsa, Some(a @ (Algorithm::RS256 | Algorithm::PS256))) => a,
+        (Kind::Ec, Some(a)) => {
+            return Err(Error::AlgorithmMismatch(format!(
+                "{name} holds an EC P-256 key, which cannot sign {a}"
+            )))
+        }
+        (Kind::Rsa, Some(a)) => {
+            return Err(Error::AlgorithmMismatch(format!(
+                "{name} holds an RSA key, which cannot sign {a}"
+            )))
+        }
+    };
+    let mech = sign::mechanism(alg).mechanism_type();
+    if !permits(mech) {
+        return Err(Error::AlgorithmMismatch(format!(
+            "{name} may not sign {alg}: its CKA_ALLOWED_MECHANISMS do not include {mech}"
+        )));
     }
+    Ok(alg)
 }
 
 /// Opens the key a `pkcs11:` URI names. `raw` is the URI text, for errors.
@@ -114,7 +139,27 @@ pub(crate) fn open(raw: &str, uri: &Pkcs11Uri) -> Result<Pkcs11Key> {
         id: uri.id.clone(),
         label: uri.object.clone(),
     };
-    Pkcs11Key::open_selected(module, TokenSelector::from_uri(uri), key, pin, uri.alg)
+    let token = TokenSelector::from_uri(uri);
+    let epoch = module.epoch();
+    match Pkcs11Key::open_selected(
+        Arc::clone(&module),
+        token.clone(),
+        key.clone(),
+        pin.clone(),
+        uri.alg,
+    ) {
+        // Some modules (SoftHSM2) show a process only the tokens and
+        // objects that existed when it initialized the module, plus its own.
+        // A key or token made since by another process (pkcs11-tool, p11tool,
+        // softhsm2-util) shows up after a re-initialization; other open keys
+        // recover from it transparently. A token SoftHSM2 could not read
+        // because another process was rewriting it is read afresh the same way.
+        Err(Error::KeyNotFound(_) | Error::TokenNotFound(_) | Error::TokenUnavailable(_)) => {
+            module.reinitialize(epoch)?;
+            Pkcs11Key::open_selected(module, token, key, pin, uri.alg)
+        }
+        other => other,
+    }
 }
 
 /// Creates a key pair on the token a `pkcs11:` URI names, labelled with its
@@ -144,50 +189,44 @@ pub(crate) fn create(
     let pin = Pin::from_uri(uri)?;
     let selector = TokenSelector::from_uri(uri);
     let live = module.live()?;
-        let found = selector.find(live.ctx()).map_err(Fail::into_error)?;
-        let session = live
-            .ctx()
-            .open_rw_session(found.slot)
-            .ctx("open a read-write session")
-            .map_err(Fail::into_error)?;
-        token::login(&session, &pin, &found.label, true).map_err(Fail::into_error)?;
-        if object::label_in_use(&session, &label).map_err(Fail::into_error)? {
-            return Err(Error::LabelInUse {
-                token: found.label.clone(),
-                label,
-                replace_asked: overwrite,
-            });
+    let found = selector.find(live.ctx()).map_err(Fail::into_error)?;
+    let session = live
+        .ctx()
+        .open_rw_session(found.slot)
+        .ctx("open a read-write session")
+        .map_err(Fail::into_error)?;
+    token::login(&session, &pin, &found.label, true).map_err(Fail::into_error)?;
+    if object::label_in_use(&session, &label).map_err(Fail::into_error)? {
+        return Err(Error::LabelInUse {
+            token: found.label.clone(),
+            label,
+            replace_asked: overwrite,
+        });
+    }
+    let mut id = [0u8; NEW_ID_LEN];
+    loop {
+        rand::rngs::OsRng.fill_bytes(&mut id);
+        if !object::id_in_use(&session, &id).map_err(Fail::into_error)? {
+            break;
         }
-        let mut id = [0u8; NEW_ID_LEN];
-        loop {
-            rand::rngs::OsRng.fill_bytes(&mut id);
-            if !object::id_in_use(&session, &id).map_err(Fail::into_error)? {
-                break;
-            }
-        }
-        let (public, private) = object::generate(&session, alg, rsa_bits, &id, &label)
-            .map_err(Fail::into_error)?;
-        let destroy = |e: Error| {
-            let _ = session.destroy_object(private);
-            let _ = session.destroy_object(public);
-            e
-        };
-        // The new key must be found by its label and id, readable, and
-        // prove the pair; otherwise it goes.
-        let key = KeySelector {
-            id: Some(id.to_vec()),
-            label: Some(label.clone()),
-        };
-        drop(live);
-        let opened = Pkcs11Key::open_selected(
-            Arc::clone(&module),
-            selector,
-            key,
-            pin,
-            Some(alg),
-        )
+    }
+    let (public, private) =
+        object::generate(&session, alg, rsa_bits, &id, &label).map_err(Fail::into_error)?;
+    let destroy = |e: Error| {
+        let _ = session.destroy_object(private);
+        let _ = session.destroy_object(public);
+        e
+    };
+    // The new key must be found by its label and id, readable, and
+    // prove the pair; otherwise it goes.
+    let key = KeySelector {
+        id: Some(id.to_vec()),
+        label: Some(label.clone()),
+    };
+    drop(live);
+    let opened = Pkcs11Key::open_selected(Arc::clone(&module), selector, key, pin, Some(alg))
         .and_then(|k| k.prove().map(|()| k));
-        opened.map_err(destroy)
+    opened.map_err(destroy)
 }
 
 impl Pkcs11Key {
@@ -214,17 +253,15 @@ impl Pkcs11Key {
                 object::read_key(&session, handle, &found.label).map_err(Fail::into_error)?;
             (live.epoch(), found, session, info)
         };
-        let name = format!(
-            "pkcs11 key {} on token `{}`",
-            key.describe(),
-            found.label
-        );
-        let alg = pick_alg(info.kind, want, &name)?;
+        let name = format!("pkcs11 key {} on token `{}`", key.describe(), found.label);
+        let alg = pick_alg(info.kind, want, &info.allowed, &name)?;
         // Found again later by what the token says its id is (and the
         // label, when the URI gave one or the key has no id).
         let key = KeySelector {
             id: (!info.id.is_empty()).then(|| info.id.clone()),
-            label: key.label.or_else(|| info.id.is_empty().then(|| info.label.clone()).flatten()),
+            label: key
+                .label
+                .or_else(|| info.id.is_empty().then(|| info.label.clone()).flatten()),
         };
         Ok(Pkcs11Key {
             module,
@@ -324,7 +361,14 @@ impl Pkcs11Key {
         let handle = match handle {
             Some(h) => h,
             None => {
-                let h = object::find_private(&session, &self.key, &self.token_label)?;
+                let h = object::find_private(&session, &self.key, &self.token_label).map_err(
+                    |f| match f {
+                        Fail::Done(Error::KeyNotFound(why)) => Fail::Done(Error::KeyNotFound(format!(
+                            "the key this handle signs with is no longer on the token (deleted, or the token was re-initialized): {why}; popkey looks for it again on the next call"
+                        ))),
+                        other => other,
+                    },
+                )?;
                 let info = object::read_key(&session, h, &self.token_label)?;
                 if info.jwk != self.jwk || info.non_exportable != self.non_exportable {
                     return Err(Error::KeyMismatch(format!(
@@ -356,7 +400,11 @@ impl Pkcs11Key {
 
     /// One try: check out a session, sign, check it back in. On failure,
     /// repair what can be repaired and say whether to try again.
-    fn attempt(&self, input: &[u8], reinitialized: &mut bool) -> std::result::Result<Vec<u8>, Next> {
+    fn attempt(
+        &self,
+        input: &[u8],
+        reinitialized: &mut bool,
+    ) -> std::result::Result<Vec<u8>, Next> {
         let live = self.module.live().map_err(Next::Fatal)?;
         let epoch = live.epoch();
         let (fail, session) = match self.checkout(&live) {
@@ -398,9 +446,13 @@ impl Pkcs11Key {
         };
         let err = fail.into_error();
         if is_session_gone(rv) {
+            // Someone closed our sessions or re-initialized the module
+            // behind our back: object handles may be stale too, so the key
+            // is found (and checked) again.
             if let Some(s) = session {
                 abandon(s);
             }
+            self.lock().handle = None;
             Err(Next::Retry(err))
         } else if is_key_or_login_gone(rv) {
             // Logged out or the object store changed: log in again and find

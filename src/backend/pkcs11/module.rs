@@ -108,9 +108,9 @@ pub(super) fn load(path: &Path) -> Result<Arc<Module>> {
     }
     let ctx = Pkcs11::new(&canonical).map_err(|e| match e {
         CkError::LibraryLoading(e) => bad(format!("cannot be loaded as a shared library: {e}")),
-        CkError::MissingSymbol(_) | CkError::NullFunctionPointer => bad(
-            "is a shared library but not a PKCS#11 module (it has no C_GetFunctionList)".into(),
-        ),
+        CkError::MissingSymbol(_) | CkError::NullFunctionPointer => {
+            bad("is a shared library but not a PKCS#11 module (it has no C_GetFunctionList)".into())
+        }
         other => bad(format!("is not a usable PKCS#11 module: {other}")),
     })?;
     initialize(&ctx).map_err(|e| bad(format!("C_Initialize failed: {e}")))?;
@@ -138,6 +138,14 @@ fn initialize(ctx: &Pkcs11) -> std::result::Result<(), String> {
 }
 
 impl Module {
+    /// The current epoch (bumped by every re-initialization).
+    pub(super) fn epoch(&self) -> u64 {
+        self.state
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .epoch
+    }
+
     /// The module, initialized in this process (re-initialized first after
     /// a fork or a failed re-initialization).
     pub(super) fn live(&self) -> Result<Live<'_>> {

@@ -71,6 +71,8 @@ pub(super) struct KeyInfo {
     /// `CKA_SENSITIVE` and not `CKA_EXTRACTABLE`, as the token says.
     pub(super) non_exportable: bool,
     pub(super) jwk: PublicJwk,
+    /// `CKA_ALLOWED_MECHANISMS`, empty when the token does not restrict.
+    pub(super) allowed: Vec<MechanismType>,
 }
 
 /// The one private key `sel` matches on the token.
@@ -135,9 +137,11 @@ pub(super) fn read_key(
                 AttributeType::AlwaysAuthenticate,
                 AttributeType::Modulus,
                 AttributeType::PublicExponent,
+                AttributeType::AllowedMechanisms,
             ],
         )
         .ctx("read the private key's attributes")?;
+    let mut allowed = Vec::new();
     let mut key_type = None;
     let (mut id, mut label) = (Vec::new(), None);
     let (mut sensitive, mut extractable, mut sign, mut always_auth) = (false, true, true, false);
@@ -153,6 +157,7 @@ pub(super) fn read_key(
             Attribute::AlwaysAuthenticate(b) => always_auth = b,
             Attribute::Modulus(v) => modulus = Some(v),
             Attribute::PublicExponent(v) => exponent = Some(v),
+            Attribute::AllowedMechanisms(v) => allowed = v,
             _ => {}
         }
     }
@@ -165,7 +170,9 @@ pub(super) fn read_key(
         .describe()
     );
     if !sign {
-        return Err(Error::AlgorithmMismatch(format!("{name} has CKA_SIGN false; it cannot sign")).into());
+        return Err(
+            Error::AlgorithmMismatch(format!("{name} has CKA_SIGN false; it cannot sign")).into(),
+        );
     }
     if always_auth {
         return Err(Error::Backend {
@@ -175,7 +182,9 @@ pub(super) fn read_key(
         .into());
     }
     let (kind, jwk) = match key_type {
-        Some(t) if t == KeyType::EC => (Kind::Ec, ec_public(session, &id, label.as_deref(), &name)?),
+        Some(t) if t == KeyType::EC => {
+            (Kind::Ec, ec_public(session, &id, label.as_deref(), &name)?)
+        }
         Some(t) if t == KeyType::RSA => {
             let jwk = match (modulus, exponent) {
                 (Some(n), Some(e)) if !n.is_empty() && !e.is_empty() => {
@@ -202,6 +211,7 @@ pub(super) fn read_key(
         label,
         non_exportable: sensitive && !extractable,
         jwk,
+        allowed,
     })
 }
 
@@ -223,9 +233,7 @@ fn public_object(
     } else if let Some(l) = label {
         t.push(Attribute::Label(l.as_bytes().to_vec()));
     }
-    let found = session
-        .find_objects(&t)
-        .ctx("search for the public key")?;
+    let found = session.find_objects(&t).ctx("search for the public key")?;
     // Several public objects with one CKA_ID would be odd; the first one is
     // checked against the private key when the key is opened anyway.
     found.first().copied().ok_or_else(|| {
@@ -385,10 +393,7 @@ pub(super) fn generate(
     match session.generate_key_pair(&mechanism, &public, &private) {
         Ok(pair) => Ok(pair),
         // A token that does not know CKA_ALLOWED_MECHANISMS: go without.
-        Err(CkError::Pkcs11(
-            RvError::AttributeTypeInvalid | RvError::TemplateInconsistent,
-            _,
-        )) => {
+        Err(CkError::Pkcs11(RvError::AttributeTypeInvalid | RvError::TemplateInconsistent, _)) => {
             private.pop();
             session
                 .generate_key_pair(&mechanism, &public, &private)

@@ -15,6 +15,7 @@ const MAX_PIN_FILE: u64 = 1024;
 
 /// A user PIN, or none (tokens that need no login, or a protected
 /// authentication path).
+#[derive(Clone)]
 pub(super) struct Pin(Option<Zeroizing<String>>);
 
 impl fmt::Debug for Pin {
@@ -35,9 +36,8 @@ impl Pin {
         let Some(path) = &uri.pin_source else {
             return Ok(Pin(None));
         };
-        let unavailable = |why: String| {
-            Error::PinUnavailable(format!("pin-source {}: {why}", path.display()))
-        };
+        let unavailable =
+            |why: String| Error::PinUnavailable(format!("pin-source {}: {why}", path.display()));
         let file = std::fs::File::open(path).map_err(|e| {
             unavailable(if e.kind() == std::io::ErrorKind::NotFound {
                 "the file does not exist; write the user PIN into it (one line)".into()

@@ -89,7 +89,9 @@ fn left_pad(sig: Vec<u8>, len: usize) -> Result<Vec<u8>, Error> {
         }
         n => Err(Error::Backend {
             backend: "pkcs11",
-            message: format!("the token returned a {n}-byte RSA signature for a {len}-byte modulus"),
+            message: format!(
+                "the token returned a {n}-byte RSA signature for a {len}-byte modulus"
+            ),
         }),
     }
 }

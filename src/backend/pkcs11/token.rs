@@ -68,11 +68,16 @@ impl TokenSelector {
         let mut seen = Vec::new();
         let mut matches = Vec::new();
         for slot in slots {
-            let info = match ctx.get_token_info(slot) {
+            let info = match token_info(ctx, slot) {
                 Ok(i) => i,
-                // A token that went away between the two calls.
+                // A token that went away between the two calls, or is
+                // broken, must not keep us from finding the others.
                 Err(CkError::Pkcs11(
-                    RvError::TokenNotPresent | RvError::DeviceRemoved | RvError::SlotIdInvalid,
+                    RvError::TokenNotPresent
+                    | RvError::DeviceRemoved
+                    | RvError::SlotIdInvalid
+                    | RvError::GeneralError
+                    | RvError::DeviceError,
                     _,
                 )) => continue,
                 Err(e) => return Err(Fail::Ck("read token information", e)),
@@ -86,7 +91,8 @@ impl TokenSelector {
                 slot.id(),
                 info.serial_number()
             ));
-            let fits = |want: &Option<String>, have: &str| want.as_deref().map_or(true, |w| w == have);
+            let fits =
+                |want: &Option<String>, have: &str| want.as_deref().map_or(true, |w| w == have);
             if fits(&self.label, info.label())
                 && fits(&self.manufacturer, info.manufacturer_id())
                 && fits(&self.model, info.model())
@@ -105,20 +111,40 @@ impl TokenSelector {
             0 => Err(Error::TokenNotFound(format!(
                 "no initialized token matches {}; tokens present: {}",
                 self.describe(),
-                if seen.is_empty() {
-                    "none".into()
-                } else {
-                    seen.join(", ")
-                }
+                present(&seen)
             ))
             .into()),
             n => Err(Error::TokenNotFound(format!(
                 "{n} tokens match {}; name one with token= or serial= (tokens present: {})",
                 self.describe(),
-                seen.join(", ")
+                present(&seen)
             ))
             .into()),
         }
+    }
+}
+
+/// `C_GetTokenInfo`, asked again a few times when it fails with
+/// `CKR_GENERAL_ERROR` / `CKR_DEVICE_ERROR`: SoftHSM2 answers that while
+/// another process is rewriting the token's files.
+fn token_info(ctx: &Pkcs11, slot: Slot) -> Result<cryptoki::slot::TokenInfo, CkError> {
+    let mut tries = 0;
+    loop {
+        match ctx.get_token_info(slot) {
+            Err(CkError::Pkcs11(RvError::GeneralError | RvError::DeviceError, _)) if tries < 5 => {
+                tries += 1;
+                std::thread::sleep(std::time::Duration::from_millis(10 * tries));
+            }
+            other => return other,
+        }
+    }
+}
+
+fn present(seen: &[String]) -> String {
+    match seen.len() {
+        0 => "none".into(),
+        n if n > 6 => format!("{}, and {} more", seen[..6].join(", "), n - 6),
+        _ => seen.join(", "),
     }
 }
 
@@ -147,7 +173,27 @@ pub(super) fn login(
         }
         return Ok(());
     };
-    match session.login(UserType::User, Some(&auth)) {
+    // Errors that say the token could not be read (SoftHSM2 answers them
+    // while another process rewrites the token's files) are asked again; the
+    // PIN was not checked, so no retry counter moves. A rejected PIN is
+    // never tried again.
+    let mut tries = 0;
+    let result = loop {
+        match session.login(UserType::User, Some(&auth)) {
+            Err(CkError::Pkcs11(
+                RvError::GeneralError
+                | RvError::DeviceError
+                | RvError::FunctionFailed
+                | RvError::UserPinNotInitialized,
+                _,
+            )) if tries < 5 => {
+                tries += 1;
+                std::thread::sleep(std::time::Duration::from_millis(10 * tries));
+            }
+            other => break other,
+        }
+    };
+    match result {
         Ok(()) | Err(CkError::Pkcs11(RvError::UserAlreadyLoggedIn, _)) => Ok(()),
         Err(CkError::Pkcs11(RvError::PinIncorrect | RvError::PinLenRange | RvError::PinInvalid, _)) => {
             Err(Error::WrongPin {
@@ -155,6 +201,17 @@ pub(super) fn login(
             }
             .into())
         }
+        Err(CkError::Pkcs11(
+            rv @ (RvError::GeneralError
+            | RvError::DeviceError
+            | RvError::FunctionFailed
+            | RvError::UserPinNotInitialized),
+            _,
+        )) => Err(Error::TokenUnavailable(format!(
+            "token `{token}` could not be read while logging in ({}); another process may be rewriting it",
+            super::errors::ckr_name(rv)
+        ))
+        .into()),
         Err(CkError::Pkcs11(RvError::PinLocked, _)) => Err(Error::PinLocked {
             token: token.to_owned(),
         }

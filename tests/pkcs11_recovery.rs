@@ -1,0 +1,197 @@
+//! Recovery: sessions invalidated, the user logged out, the module
+//! finalized and the token removed or re-initialized behind popkey's back;
+//! two processes signing with one token key. Against a real SoftHSM2, in a
+//! test process of its own (these tests finalize the module).
+#![cfg(feature = "pkcs11")]
+
+mod common;
+mod pkcs11_support;
+
+use pkcs11_support::{cryptoki, slot_of, token};
+use popkey::shr::SignedHttpRequest;
+use popkey::{Algorithm, CreateOptions, Error, PopCryptoProvider, PopKey};
+use serde_json::Value;
+
+fn signs(key: &PopKey) -> popkey::Result<()> {
+    let shr = SignedHttpRequest::new("GET", "https://api.example.com/r", "at")?.sign(key)?;
+    let jwk: Value = serde_json::from_str(key.canonical_public_key_jwk()).unwrap();
+    common::ring_verify(&shr, &jwk);
+    Ok(())
+}
+
+#[test]
+fn logout_behind_our_back() {
+    let _serial = pkcs11_support::serial();
+    let t = token();
+    let key = PopKey::create(&t.uri("k"), &CreateOptions::new()).unwrap();
+    signs(&key).unwrap();
+    let p = cryptoki();
+    let s = p.open_ro_session(slot_of(&p, &t.label)).unwrap();
+    // Login state is per application and token: this logs popkey's pooled
+    // sessions out too.
+    s.logout().unwrap();
+    drop(s);
+    for _ in 0..3 {
+        signs(&key).unwrap();
+    }
+}
+
+#[test]
+fn module_finalized_behind_our_back() {
+    let _serial = pkcs11_support::serial();
+    let t = token();
+    let key = PopKey::create(&t.uri("k"), &CreateOptions::new().alg(Algorithm::RS256)).unwrap();
+    signs(&key).unwrap();
+    // C_Finalize: every session closed, the module uninitialized.
+    cryptoki().finalize().unwrap();
+    signs(&key).unwrap();
+    // C_Finalize + C_Initialize: the module is up but every session and
+    // object handle popkey holds is stale.
+    cryptoki().finalize().unwrap();
+    let _p = cryptoki();
+    signs(&key).unwrap();
+    // Threads racing through the recovery all succeed.
+    cryptoki().finalize().unwrap();
+    std::thread::scope(|s| {
+        for _ in 0..4 {
+            s.spawn(|| {
+                for _ in 0..50 {
+                    signs(&key).unwrap();
+                }
+            });
+        }
+    });
+}
+
+/// The token's directory is taken away (the token is "removed"), then put
+/// back; and the token is re-initialized (all keys gone), then restored.
+#[test]
+fn token_removed_and_reinitialized() {
+    let _serial = pkcs11_support::serial();
+    let t = token();
+    let key = PopKey::create(&t.uri("k"), &CreateOptions::new()).unwrap();
+    signs(&key).unwrap();
+    let tokens = t.hsm.dir.join("tokens");
+    let dir = std::fs::read_dir(&tokens)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .find(|d| {
+            std::fs::read(d.join("token.object"))
+                .map(|b| {
+                    b.windows(t.label.len() + 1)
+                        .any(|w| w == format!("{} ", t.label).as_bytes())
+                        || b.windows(t.label.len()).any(|w| w == t.label.as_bytes())
+                })
+                .unwrap_or(false)
+        })
+        .expect("token directory");
+    let backup = t.hsm.dir.join("backup");
+    copy_dir(&dir, &backup);
+
+    std::fs::remove_dir_all(&dir).unwrap();
+    let err = signs(&key).unwrap_err();
+    eprintln!("removed: {err}");
+    assert!(
+        matches!(err, Error::TokenUnavailable(_) | Error::KeyNotFound(_)),
+        "{err:?}"
+    );
+    copy_dir(&backup, &dir);
+    signs(&key).unwrap();
+
+    // Re-initialized: same label, no keys.
+    pkcs11_support::run(
+        std::process::Command::new("softhsm2-util")
+            .env("SOFTHSM2_CONF", &t.hsm.conf)
+            .args(["--init-token", "--token", &t.label, "--label", &t.label])
+            .args([
+                "--so-pin",
+                pkcs11_support::SO_PIN,
+                "--pin",
+                pkcs11_support::USER_PIN,
+            ]),
+        "softhsm2-util --init-token",
+        "softhsm2",
+    );
+    let err = signs(&key).unwrap_err();
+    eprintln!("re-initialized: {err}");
+    assert!(
+        matches!(err, Error::TokenUnavailable(_) | Error::KeyNotFound(_)),
+        "{err:?}"
+    );
+    std::fs::remove_dir_all(&dir).unwrap();
+    copy_dir(&backup, &dir);
+    signs(&key).unwrap();
+}
+
+fn copy_dir(from: &std::path::Path, to: &std::path::Path) {
+    std::fs::create_dir_all(to).unwrap();
+    for e in std::fs::read_dir(from).unwrap() {
+        let e = e.unwrap();
+        std::fs::copy(e.path(), to.join(e.file_name())).unwrap();
+    }
+}
+
+/// Child half of `two_processes_sign_with_one_key`: run by the parent as
+/// `<this test binary> --ignored --exact child_signer` with the key in
+/// POPKEY_TEST_CHILD_KEY; prints one SHR per line.
+#[test]
+#[ignore = "run by two_processes_sign_with_one_key as a child process"]
+fn child_signer() {
+    let uri = std::env::var("POPKEY_TEST_CHILD_KEY")
+        .expect("child_signer is run by two_processes_sign_with_one_key");
+    let key = PopKey::open(&uri).unwrap();
+    let mut out = String::new();
+    for i in 0..300 {
+        let shr = SignedHttpRequest::new("GET", &format!("https://api.example.com/{i}"), "at")
+            .unwrap()
+            .sign(&key)
+            .unwrap();
+        out.push_str(&shr);
+        out.push('\n');
+    }
+    print!("{out}");
+}
+
+/// Two processes sign with the same token key at the same time.
+#[test]
+fn two_processes_sign_with_one_key() {
+    let _serial = pkcs11_support::serial();
+    let t = token();
+    let key = PopKey::create(&t.uri("shared"), &CreateOptions::new()).unwrap();
+    let jwk: Value = serde_json::from_str(key.canonical_public_key_jwk()).unwrap();
+    let exe = std::env::current_exe().unwrap();
+    let children: Vec<_> = (0..2)
+        .map(|_| {
+            std::process::Command::new(&exe)
+                .args([
+                    "--ignored",
+                    "--exact",
+                    "child_signer",
+                    "--nocapture",
+                    "--quiet",
+                ])
+                .env("SOFTHSM2_CONF", &t.hsm.conf)
+                .env("POPKEY_TEST_CHILD_KEY", key.uri())
+                .stdout(std::process::Stdio::piped())
+                .stderr(std::process::Stdio::piped())
+                .spawn()
+                .unwrap()
+        })
+        .collect();
+    for child in children {
+        let out = child.wait_with_output().unwrap();
+        assert!(
+            out.status.success(),
+            "child failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let text = String::from_utf8(out.stdout).unwrap();
+        let shrs: Vec<&str> = text.lines().filter(|l| l.starts_with("ey")).collect();
+        assert_eq!(shrs.len(), 300, "child output:\n{text}");
+        for shr in shrs {
+            let (h, _) = common::verify_shr(shr);
+            assert_eq!(h["kid"], key.kid());
+            common::ring_verify(shr, &jwk);
+        }
+    }
+}
