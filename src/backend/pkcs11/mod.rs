@@ -490,6 +490,19 @@ impl Pkcs11Key {
     }
 }
 
+impl Drop for Pkcs11Key {
+    /// Idle sessions are closed, unless they belong to an older module epoch
+    /// or to the parent of a forked process: those are left alone.
+    fn drop(&mut self) {
+        let st = self.state.get_mut().unwrap_or_else(PoisonError::into_inner);
+        if !self.module.is_current(st.epoch) {
+            for s in st.idle.drain(..) {
+                abandon(s);
+            }
+        }
+    }
+}
+
 impl Backend for Pkcs11Key {
     fn algorithm(&self) -> Algorithm {
         self.alg

@@ -146,6 +146,13 @@ impl Module {
             .epoch
     }
 
+    /// True when sessions opened in `epoch` are still this process's own
+    /// and valid as far as the module knows.
+    pub(super) fn is_current(&self, epoch: u64) -> bool {
+        let st = self.state.read().unwrap_or_else(PoisonError::into_inner);
+        st.ready && st.epoch == epoch && st.pid == std::process::id()
+    }
+
     /// The module, initialized in this process (re-initialized first after
     /// a fork or a failed re-initialization).
     pub(super) fn live(&self) -> Result<Live<'_>> {
