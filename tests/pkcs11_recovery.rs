@@ -195,3 +195,71 @@ fn two_processes_sign_with_one_key() {
         }
     }
 }
+
+/// A PIN that the token starts rejecting is reported and never offered
+/// again by that key handle: not even once the PIN would be right again.
+/// Opening the key anew works.
+#[test]
+fn rejected_pin_is_not_retried() {
+    use cryptoki::session::UserType;
+    use cryptoki::types::AuthPin;
+    let _serial = pkcs11_support::serial();
+    let t = token();
+    let key = PopKey::create(&t.uri("k"), &CreateOptions::new()).unwrap();
+    signs(&key).unwrap();
+    let p = cryptoki();
+    let slot = slot_of(&p, &t.label);
+    let change = |from: &str, to: &str| {
+        let s = p.open_rw_session(slot).unwrap();
+        match s.login(UserType::User, Some(&AuthPin::from(from))) {
+            Ok(())
+            | Err(cryptoki::error::Error::Pkcs11(
+                cryptoki::error::RvError::UserAlreadyLoggedIn,
+                _,
+            )) => {}
+            Err(e) => panic!("login: {e}"),
+        }
+        s.set_pin(&AuthPin::from(from), &AuthPin::from(to)).unwrap();
+        // Logs popkey's sessions out as well.
+        s.logout().unwrap();
+    };
+    change(pkcs11_support::USER_PIN, "654321");
+    for _ in 0..2 {
+        match signs(&key) {
+            Err(Error::WrongPin { .. }) => {}
+            other => panic!("expected WrongPin, got {other:?}"),
+        }
+    }
+    change("654321", pkcs11_support::USER_PIN);
+    match signs(&key) {
+        Err(Error::WrongPin { .. }) => {}
+        other => panic!("the handle offered its rejected PIN again: {other:?}"),
+    }
+    signs(&PopKey::open(key.uri()).unwrap()).unwrap();
+}
+
+/// Without module-path the module comes from PKCS11_MODULE.
+#[test]
+fn module_from_environment() {
+    let _serial = pkcs11_support::serial();
+    let t = token();
+    let key = PopKey::create(&t.uri("env"), &CreateOptions::new()).unwrap();
+    let uri = format!(
+        "pkcs11:token={};object=env?pin-source={}",
+        t.label,
+        t.hsm.pin_file.display()
+    );
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_popkey"))
+        .env("SOFTHSM2_CONF", &t.hsm.conf)
+        .env("PKCS11_MODULE", &t.hsm.module)
+        .args(["key", "show", "--key", &uri])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let shown: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(shown["kid"], key.kid());
+}
