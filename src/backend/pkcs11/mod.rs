@@ -195,7 +195,11 @@ pub(crate) fn create(
         .open_rw_session(found.slot)
         .ctx("open a read-write session")
         .map_err(Fail::into_error)?;
-    token::login(&session, &pin, &found.label, true).map_err(Fail::into_error)?;
+    let must_login = Found {
+        login_required: true,
+        ..found.clone()
+    };
+    token::login(&session, &pin, &must_login).map_err(Fail::into_error)?;
     if object::label_in_use(&session, &label).map_err(Fail::into_error)? {
         return Err(Error::LabelInUse {
             token: found.label.clone(),
@@ -245,8 +249,7 @@ impl Pkcs11Key {
                 .open_ro_session(found.slot)
                 .ctx("open a session")
                 .map_err(Fail::into_error)?;
-            token::login(&session, &pin, &found.label, found.login_required)
-                .map_err(Fail::into_error)?;
+            token::login(&session, &pin, &found).map_err(Fail::into_error)?;
             let handle =
                 object::find_private(&session, &key, &found.label).map_err(Fail::into_error)?;
             let info =
@@ -352,7 +355,7 @@ impl Pkcs11Key {
             .ctx()
             .open_ro_session(found.slot)
             .ctx("open a session")?;
-        if let Err(f) = token::login(&session, &self.pin, &self.token_label, found.login_required) {
+        if let Err(f) = token::login(&session, &self.pin, &found) {
             if matches!(f, Fail::Done(Error::WrongPin { .. })) {
                 self.lock().pin_rejected = true;
             }

@@ -26,6 +26,8 @@ pub(super) struct Found {
     pub(super) slot: Slot,
     pub(super) label: String,
     pub(super) login_required: bool,
+    /// The token has its own PIN pad (`CKF_PROTECTED_AUTHENTICATION_PATH`).
+    pub(super) pin_pad: bool,
 }
 
 impl TokenSelector {
@@ -103,6 +105,7 @@ impl TokenSelector {
                     slot,
                     label: info.label().to_owned(),
                     login_required: info.login_required(),
+                    pin_pad: info.protected_authentication_path(),
                 });
             }
         }
@@ -151,12 +154,8 @@ fn present(seen: &[String]) -> String {
 /// Logs the user in on `session` unless the application already is (login
 /// state is per token, shared by all sessions). `CKR_USER_ALREADY_LOGGED_IN`
 /// counts as success. A wrong PIN is reported, never retried here.
-pub(super) fn login(
-    session: &Session,
-    pin: &Pin,
-    token: &str,
-    login_required: bool,
-) -> Result<(), Fail> {
+pub(super) fn login(session: &Session, pin: &Pin, found: &Found) -> Result<(), Fail> {
+    let token = found.label.as_str();
     let info = session.get_session_info().ctx("read session state")?;
     if matches!(
         info.session_state(),
@@ -164,8 +163,20 @@ pub(super) fn login(
     ) {
         return Ok(());
     }
-    let Some(auth) = pin.auth() else {
-        if login_required {
+    let auth = pin.auth();
+    if auth.is_none() && found.pin_pad {
+        // The user types the PIN on the device.
+        return match session.login(UserType::User, None) {
+            Ok(()) | Err(CkError::Pkcs11(RvError::UserAlreadyLoggedIn, _)) => Ok(()),
+            Err(CkError::Pkcs11(RvError::PinIncorrect, _)) => Err(Error::WrongPin {
+                token: token.to_owned(),
+            }
+            .into()),
+            Err(e) => Err(Fail::Ck("log in on the token's PIN pad", e)),
+        };
+    }
+    let Some(auth) = auth else {
+        if found.login_required {
             return Err(Error::PinUnavailable(format!(
                 "token `{token}` requires a login; add `pin-source=/path/to/pin-file` (or pin-value=) to the URI"
             ))
