@@ -8,6 +8,9 @@
 //! run the `popkey` binary or re-run this test binary as a child with the
 //! same `SOFTHSM2_CONF`.
 //!
+//! The configuration sets `library.reset_on_fork = true`, so a forked child
+//! that used its parent's module state would fail: it must initialize anew.
+//!
 //! Nothing here skips: without `softhsm2-util` (package `softhsm2`) or
 //! `pkcs11-tool` (package `opensc`) the tests fail and say what to install.
 #![allow(dead_code)]
@@ -82,7 +85,7 @@ pub fn hsm() -> &'static Hsm {
         std::fs::write(
             &conf,
             format!(
-                "directories.tokendir = {}\nobjectstore.backend = file\nlog.level = ERROR\nslots.removable = false\n",
+                "directories.tokendir = {}\nobjectstore.backend = file\nlog.level = ERROR\nslots.removable = false\nlibrary.reset_on_fork = true\n",
                 path.join("tokens").display()
             ),
         )
