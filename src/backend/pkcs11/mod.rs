@@ -229,7 +229,18 @@ pub(crate) fn create(
     };
     drop(live);
     let opened = Pkcs11Key::open_selected(Arc::clone(&module), selector, key, pin, Some(alg))
-        .and_then(|k| k.prove().map(|()| k));
+        .and_then(|k| {
+            if !k.non_exportable {
+                return Err(Error::Backend {
+                    backend: "pkcs11",
+                    message: format!(
+                        "token `{}` made the new key exportable although popkey asked for CKA_SENSITIVE and not CKA_EXTRACTABLE; the key was removed again",
+                        k.token_label
+                    ),
+                });
+            }
+            k.prove().map(|()| k)
+        });
     opened.map_err(destroy)
 }
 
