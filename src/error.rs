@@ -152,6 +152,69 @@ pub enum Error {
         "a process-wide default key is already installed; rotate it with popkey::rotate_default"
     )]
     DefaultAlreadyInstalled,
+
+    /// A PKCS#11 module (shared library) could not be found, loaded or initialized.
+    #[error("PKCS#11 module {path}: {reason}")]
+    Pkcs11Module {
+        /// The module path (or a description of where popkey looked).
+        path: PathBuf,
+        /// What is wrong and what to do about it.
+        reason: String,
+    },
+
+    /// No token, or more than one token, matches the URI's token attributes.
+    #[error("PKCS#11 token not found: {0}")]
+    TokenNotFound(String),
+
+    /// The token went away (removed, re-initialized, module finalized). popkey
+    /// looks for it again on the next call, so this may clear by itself.
+    #[error("PKCS#11 token unavailable: {0}")]
+    TokenUnavailable(String),
+
+    /// The token rejected the user PIN. popkey never retries a rejected PIN
+    /// on its own (retries lock tokens).
+    #[error("the token `{token}` rejected the PIN; fix pin-source / pin-value (popkey does not retry a rejected PIN, to keep the token from locking)")]
+    WrongPin {
+        /// The token label.
+        token: String,
+    },
+
+    /// The token's user PIN is locked after too many wrong attempts.
+    #[error("the user PIN of token `{token}` is locked; unlock it with the SO PIN (e.g. `pkcs11-tool --init-pin --login --login-type so`)")]
+    PinLocked {
+        /// The token label.
+        token: String,
+    },
+
+    /// The PIN could not be obtained (missing or unreadable `pin-source`, or none given).
+    #[error("PIN unavailable: {0}")]
+    PinUnavailable(String),
+
+    /// More than one key matches the URI.
+    #[error("the key URI is ambiguous: {0}")]
+    AmbiguousKey(String),
+
+    /// `create` was asked for a PKCS#11 key under a label the token already uses.
+    #[error("token `{token}` already holds an object labelled `{label}`; popkey never creates a second key under one label{}", if *replace_asked { " and never deletes keys from a token: delete the old one first (pkcs11-tool --delete-object --type privkey --label ...) or pick another object=" } else { ": pick another object= or open the existing key" })]
+    LabelInUse {
+        /// The token label.
+        token: String,
+        /// The `CKA_LABEL` asked for.
+        label: String,
+        /// True when the caller asked to replace the key (`--force`).
+        replace_asked: bool,
+    },
+
+    /// A PKCS#11 call failed.
+    #[error("PKCS#11 {function} failed with {code}: {hint}")]
+    Pkcs11 {
+        /// The PKCS#11 function (`C_Sign`, `C_GenerateKeyPair`, ...).
+        function: String,
+        /// The return value (`CKR_...`) or cryptoki error.
+        code: String,
+        /// What it means here and what to do.
+        hint: String,
+    },
 }
 
 impl Error {

@@ -112,6 +112,9 @@ impl PopKey {
                 "mem",
             )?),
             KeyUri::File(f) => Box::new(software::open_file(&f.path, f.alg)?),
+            #[cfg(feature = "pkcs11")]
+            KeyUri::Pkcs11(p) => Box::new(crate::backend::pkcs11::open(uri, p)?),
+            #[cfg(not(feature = "pkcs11"))]
             KeyUri::Pkcs11(_) => return Err(not_built("pkcs11")),
             KeyUri::Tpm(_) => return Err(not_built("tpm")),
         };
@@ -145,6 +148,15 @@ impl PopKey {
                 f.bits.unwrap_or(DEFAULT_RSA_BITS),
                 opts.overwrite,
             )?),
+            #[cfg(feature = "pkcs11")]
+            KeyUri::Pkcs11(p) => Box::new(crate::backend::pkcs11::create(
+                uri,
+                p,
+                alg,
+                DEFAULT_RSA_BITS,
+                opts.overwrite,
+            )?),
+            #[cfg(not(feature = "pkcs11"))]
             KeyUri::Pkcs11(_) => return Err(not_built("pkcs11")),
             KeyUri::Tpm(_) => return Err(not_built("tpm")),
         };
@@ -301,8 +313,12 @@ fn not_built(scheme: &'static str) -> Error {
     Error::BackendNotBuilt {
         scheme,
         hint: match scheme {
-            "pkcs11" => "the PKCS#11 backend is not part of this release yet; use mem: or file: keys meanwhile",
-            _ => "the TPM backend is not part of this release yet; use mem: or file: keys meanwhile",
+            "pkcs11" => {
+                "this build was made without the `pkcs11` feature; rebuild with `--features pkcs11`"
+            }
+            _ => {
+                "the TPM backend is not part of this release yet; use mem: or file: keys meanwhile"
+            }
         },
     }
 }

@@ -11,6 +11,11 @@
 //! Keys are named by URI (see [`KeyUri`]): `mem:` and `file:` for software
 //! keys, `pkcs11:` (RFC 7512) and `tpm:` for hardware.
 //!
+//! With the `pkcs11` feature, `pkcs11:` URIs open and create keys in any
+//! PKCS#11 token (HSMs, smart cards, SoftHSM2): one `C_Initialize` per
+//! module per process, a pool of logged-in sessions per key, recovery from
+//! lost sessions and removed tokens. See `docs/pkcs11.md`.
+//!
 //! ```
 //! use popkey::{dpop::DpopProof, shr::SignedHttpRequest, PopKey};
 //!

@@ -8,6 +8,8 @@ use crate::alg::Algorithm;
 use crate::error::Result;
 use crate::jwk::PublicJwk;
 
+#[cfg(feature = "pkcs11")]
+pub(crate) mod pkcs11;
 pub(crate) mod software;
 
 /// What a backend reports about where its key lives.

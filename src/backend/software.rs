@@ -152,6 +152,8 @@ impl SoftwareKey {
     }
 }
 
+// Short-lived (decoding only), so the size difference does not matter.
+#[allow(clippy::large_enum_variant)]
 enum Key {
     Ec(p256::ecdsa::SigningKey),
     Rsa(Box<RsaPrivateKey>),

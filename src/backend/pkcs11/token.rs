@@ -1,0 +1,232 @@
+//! Finding the token a URI names, and logging sessions in.
+
+use cryptoki::context::Pkcs11;
+use cryptoki::error::{Error as CkError, RvError};
+use cryptoki::session::{Session, SessionState, UserType};
+use cryptoki::slot::Slot;
+
+use super::errors::{Ctx, Fail};
+use super::pin::Pin;
+use crate::error::Error;
+use crate::uri::Pkcs11Uri;
+
+/// The token attributes of a `pkcs11:` URI.
+#[derive(Clone, Debug, Default)]
+pub(super) struct TokenSelector {
+    label: Option<String>,
+    manufacturer: Option<String>,
+    model: Option<String>,
+    serial: Option<String>,
+    slot_id: Option<u64>,
+}
+
+/// A token that matched.
+#[derive(Clone)]
+pub(super) struct Found {
+    pub(super) slot: Slot,
+    pub(super) label: String,
+    pub(super) login_required: bool,
+    /// The token has its own PIN pad (`CKF_PROTECTED_AUTHENTICATION_PATH`).
+    pub(super) pin_pad: bool,
+}
+
+impl TokenSelector {
+    pub(super) fn from_uri(uri: &Pkcs11Uri) -> Self {
+        TokenSelector {
+            label: uri.token.clone(),
+            manufacturer: uri.manufacturer.clone(),
+            model: uri.model.clone(),
+            serial: uri.serial.clone(),
+            slot_id: uri.slot_id,
+        }
+    }
+
+    fn describe(&self) -> String {
+        let mut parts = Vec::new();
+        for (name, v) in [
+            ("token", &self.label),
+            ("manufacturer", &self.manufacturer),
+            ("model", &self.model),
+            ("serial", &self.serial),
+        ] {
+            if let Some(v) = v {
+                parts.push(format!("{name}={v}"));
+            }
+        }
+        if let Some(id) = self.slot_id {
+            parts.push(format!("slot-id={id}"));
+        }
+        if parts.is_empty() {
+            "any token".into()
+        } else {
+            parts.join(";")
+        }
+    }
+
+    /// The one initialized token that matches. Several matches are an error
+    /// (name the token with `token=` or `serial=`).
+    pub(super) fn find(&self, ctx: &Pkcs11) -> Result<Found, Fail> {
+        let slots = ctx.get_slots_with_token().ctx("list the slots")?;
+        let mut seen = Vec::new();
+        let mut matches = Vec::new();
+        for slot in slots {
+            let info = match token_info(ctx, slot) {
+                Ok(i) => i,
+                // A token that went away between the two calls, or is
+                // broken, must not keep us from finding the others.
+                Err(CkError::Pkcs11(
+                    RvError::TokenNotPresent
+                    | RvError::DeviceRemoved
+                    | RvError::SlotIdInvalid
+                    | RvError::GeneralError
+                    | RvError::DeviceError,
+                    _,
+                )) => continue,
+                Err(e) => return Err(Fail::Ck("read token information", e)),
+            };
+            if !info.token_initialized() {
+                continue;
+            }
+            seen.push(format!(
+                "`{}` (slot-id={}, serial={})",
+                info.label(),
+                slot.id(),
+                info.serial_number()
+            ));
+            let fits =
+                |want: &Option<String>, have: &str| want.as_deref().is_none_or(|w| w == have);
+            if fits(&self.label, info.label())
+                && fits(&self.manufacturer, info.manufacturer_id())
+                && fits(&self.model, info.model())
+                && fits(&self.serial, info.serial_number())
+                && self.slot_id.is_none_or(|id| id == slot.id())
+            {
+                matches.push(Found {
+                    slot,
+                    label: info.label().to_owned(),
+                    login_required: info.login_required(),
+                    pin_pad: info.protected_authentication_path(),
+                });
+            }
+        }
+        match matches.len() {
+            1 => Ok(matches.remove(0)),
+            0 => Err(Error::TokenNotFound(format!(
+                "no initialized token matches {}; tokens present: {}",
+                self.describe(),
+                present(&seen)
+            ))
+            .into()),
+            n => Err(Error::TokenNotFound(format!(
+                "{n} tokens match {}; name one with token= or serial= (tokens present: {})",
+                self.describe(),
+                present(&seen)
+            ))
+            .into()),
+        }
+    }
+}
+
+/// `C_GetTokenInfo`, asked again a few times when it fails with
+/// `CKR_GENERAL_ERROR` / `CKR_DEVICE_ERROR`: SoftHSM2 answers that while
+/// another process is rewriting the token's files.
+fn token_info(ctx: &Pkcs11, slot: Slot) -> Result<cryptoki::slot::TokenInfo, CkError> {
+    let mut tries = 0;
+    loop {
+        match ctx.get_token_info(slot) {
+            Err(CkError::Pkcs11(RvError::GeneralError | RvError::DeviceError, _)) if tries < 5 => {
+                tries += 1;
+                std::thread::sleep(std::time::Duration::from_millis(10 * tries));
+            }
+            other => return other,
+        }
+    }
+}
+
+fn present(seen: &[String]) -> String {
+    match seen.len() {
+        0 => "none".into(),
+        n if n > 6 => format!("{}, and {} more", seen[..6].join(", "), n - 6),
+        _ => seen.join(", "),
+    }
+}
+
+/// Logs the user in on `session` unless the application already is (login
+/// state is per token, shared by all sessions). `CKR_USER_ALREADY_LOGGED_IN`
+/// counts as success. A wrong PIN is reported, never retried here.
+pub(super) fn login(session: &Session, pin: &Pin, found: &Found) -> Result<(), Fail> {
+    let token = found.label.as_str();
+    let info = session.get_session_info().ctx("read session state")?;
+    if matches!(
+        info.session_state(),
+        SessionState::RoUser | SessionState::RwUser
+    ) {
+        return Ok(());
+    }
+    let auth = pin.auth();
+    if auth.is_none() && found.pin_pad {
+        // The user types the PIN on the device.
+        return match session.login(UserType::User, None) {
+            Ok(()) | Err(CkError::Pkcs11(RvError::UserAlreadyLoggedIn, _)) => Ok(()),
+            Err(CkError::Pkcs11(RvError::PinIncorrect, _)) => Err(Error::WrongPin {
+                token: token.to_owned(),
+            }
+            .into()),
+            Err(e) => Err(Fail::Ck("log in on the token's PIN pad", e)),
+        };
+    }
+    let Some(auth) = auth else {
+        if found.login_required {
+            return Err(Error::PinUnavailable(format!(
+                "token `{token}` requires a login; add `pin-source=/path/to/pin-file` (or pin-value=) to the URI"
+            ))
+            .into());
+        }
+        return Ok(());
+    };
+    // Errors that say the token could not be read (SoftHSM2 answers them
+    // while another process rewrites the token's files) are asked again; the
+    // PIN was not checked, so no retry counter moves. A rejected PIN is
+    // never tried again.
+    let mut tries = 0;
+    let result = loop {
+        match session.login(UserType::User, Some(&auth)) {
+            Err(CkError::Pkcs11(
+                RvError::GeneralError
+                | RvError::DeviceError
+                | RvError::FunctionFailed
+                | RvError::UserPinNotInitialized,
+                _,
+            )) if tries < 5 => {
+                tries += 1;
+                std::thread::sleep(std::time::Duration::from_millis(10 * tries));
+            }
+            other => break other,
+        }
+    };
+    match result {
+        Ok(()) | Err(CkError::Pkcs11(RvError::UserAlreadyLoggedIn, _)) => Ok(()),
+        Err(CkError::Pkcs11(RvError::PinIncorrect | RvError::PinLenRange | RvError::PinInvalid, _)) => {
+            Err(Error::WrongPin {
+                token: token.to_owned(),
+            }
+            .into())
+        }
+        Err(CkError::Pkcs11(
+            rv @ (RvError::GeneralError
+            | RvError::DeviceError
+            | RvError::FunctionFailed
+            | RvError::UserPinNotInitialized),
+            _,
+        )) => Err(Error::TokenUnavailable(format!(
+            "token `{token}` could not be read while logging in ({}); another process may be rewriting it",
+            super::errors::ckr_name(rv)
+        ))
+        .into()),
+        Err(CkError::Pkcs11(RvError::PinLocked, _)) => Err(Error::PinLocked {
+            token: token.to_owned(),
+        }
+        .into()),
+        Err(e) => Err(Fail::Ck("log in", e)),
+    }
+}

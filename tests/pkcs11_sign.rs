@@ -1,0 +1,431 @@
+//! PKCS#11 keys against a real SoftHSM2: create, show, sign (SHR, DPoP),
+//! keys from other tools, attributes, exportable keys, threads, bad input.
+//! Every signature is verified with `ring` (tests/common).
+#![cfg(feature = "pkcs11")]
+
+mod common;
+mod pkcs11_support;
+
+use pkcs11_support::{hsm, token, Token};
+use popkey::dpop::DpopProof;
+use popkey::shr::SignedHttpRequest;
+use popkey::{Algorithm, CreateOptions, Error, OpenOptions, PopCryptoProvider, PopKey};
+use serde_json::Value;
+
+const URL: &str = "https://api.example.com/v1/items?page=2";
+
+fn sign_both(key: &PopKey) {
+    let shr = SignedHttpRequest::new("GET", URL, "at-123")
+        .unwrap()
+        .sign(key)
+        .unwrap();
+    let (h, p) = common::verify_shr(&shr);
+    assert_eq!(h["alg"], key.algorithm().as_str());
+    assert_eq!(h["kid"], key.kid());
+    assert_eq!(common::thumbprint(&p["cnf"]["jwk"]), key.kid());
+    let dpop = DpopProof::new("POST", URL)
+        .unwrap()
+        .access_token("at-123")
+        .unwrap()
+        .sign(key)
+        .unwrap();
+    let (h, _) = common::verify_dpop(&dpop);
+    assert_eq!(h["typ"], "dpop+jwt");
+    assert_eq!(common::thumbprint(&h["jwk"]), key.kid());
+}
+
+fn show(t: &Token, uri: &str) -> Value {
+    let out = t.popkey(&["key", "show", "--key", uri]);
+    assert!(
+        out.status.success(),
+        "popkey key show: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout).unwrap()
+}
+
+fn create_show_sign(alg: Algorithm) {
+    let _serial = pkcs11_support::serial();
+    let t = token();
+    let uri = t.uri("pop");
+    let key = PopKey::create(&uri, &CreateOptions::new().alg(alg)).unwrap();
+    assert_eq!(key.algorithm(), alg);
+    assert_eq!(key.location().backend, "pkcs11");
+    assert!(key.location().hardware);
+    assert!(key.location().non_exportable);
+    assert!(!key.uri().contains(pkcs11_support::USER_PIN));
+    sign_both(&key);
+
+    // Opened again, in this process and by the CLI in another: same key.
+    let again = PopKey::open(key.uri()).unwrap();
+    assert_eq!(again.kid(), key.kid());
+    assert_eq!(again.algorithm(), alg);
+    sign_both(&again);
+    let shown = show(&t, key.uri());
+    assert_eq!(shown["backend"], "pkcs11");
+    assert_eq!(shown["alg"], alg.as_str());
+    assert_eq!(shown["kid"], key.kid());
+    assert_eq!(shown["non_exportable"], true);
+    assert_eq!(common::thumbprint(&shown["jwk"]), key.kid());
+
+    // The CLI's SHR verifies too.
+    let out = t.popkey(&[
+        "shr",
+        "--key",
+        key.uri(),
+        "--method",
+        "GET",
+        "--url",
+        URL,
+        "--access-token",
+        "at",
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let shr = String::from_utf8(out.stdout).unwrap();
+    let (_, p) = common::verify_shr(shr.trim());
+    assert_eq!(common::thumbprint(&p["cnf"]["jwk"]), key.kid());
+
+    // A second key under the same label is refused; nothing new appears.
+    let before = t.objects();
+    let err = PopKey::create(&uri, &CreateOptions::new().alg(alg)).unwrap_err();
+    assert!(matches!(err, Error::LabelInUse { .. }), "{err}");
+    assert_eq!(t.objects(), before);
+}
+
+#[test]
+fn es256_create_show_sign() {
+    create_show_sign(Algorithm::ES256);
+}
+
+#[test]
+fn rs256_create_show_sign() {
+    create_show_sign(Algorithm::RS256);
+}
+
+#[test]
+fn ps256_create_show_sign() {
+    create_show_sign(Algorithm::PS256);
+}
+
+/// Our keys, as pkcs11-tool (OpenSC) reads them: sensitive, never
+/// extractable, private, sign only.
+#[test]
+fn attributes_as_pkcs11_tool_reads_them() {
+    let _serial = pkcs11_support::serial();
+    let t = token();
+    PopKey::create(&t.uri("attrs"), &CreateOptions::new().alg(Algorithm::ES256)).unwrap();
+    let listing = t.pkcs11_tool(&["--list-objects", "--type", "privkey"]);
+    let block = listing
+        .split("Private Key Object")
+        .find(|b| b.contains("label:      attrs"))
+        .unwrap_or_else(|| panic!("our key is not listed:\n{listing}"));
+    let access = block
+        .lines()
+        .find(|l| l.trim_start().starts_with("Access:"))
+        .unwrap_or_else(|| panic!("no Access line:\n{block}"));
+    assert!(access.contains("sensitive"), "{access}");
+    assert!(access.contains("never extractable"), "{access}");
+    assert!(
+        !access
+            .replace("never extractable", "")
+            .contains("extractable"),
+        "{access}"
+    );
+    let usage = block.lines().find(|l| l.contains("Usage:")).unwrap();
+    assert!(
+        usage.contains("sign") && !usage.contains("decrypt"),
+        "{usage}"
+    );
+    assert!(block.contains("Allowed mechanisms: ECDSA"), "{block}");
+}
+
+/// Keys made by pkcs11-tool --keypairgen are found by label and by id.
+#[test]
+fn keys_from_pkcs11_tool() {
+    let _serial = pkcs11_support::serial();
+    let t = token();
+    t.pkcs11_tool(&[
+        "--keypairgen",
+        "--key-type",
+        "EC:prime256v1",
+        "--label",
+        "ext-ec",
+        "--id",
+        "a1b2",
+    ]);
+    t.pkcs11_tool(&[
+        "--keypairgen",
+        "--key-type",
+        "rsa:2048",
+        "--label",
+        "ext-rsa",
+        "--id",
+        "c3d4",
+    ]);
+    for uri in [
+        t.uri("ext-ec"),
+        t.uri("ext-ec").replace("object=ext-ec", "id=%a1%b2"),
+        t.uri("ext-ec")
+            .replace("object=ext-ec", "object=ext-ec;id=%A1%B2;type=private"),
+    ] {
+        let key = PopKey::open(&uri).unwrap();
+        assert_eq!(key.algorithm(), Algorithm::ES256);
+        sign_both(&key);
+    }
+    let rs = PopKey::open(&t.uri("ext-rsa")).unwrap();
+    assert_eq!(rs.algorithm(), Algorithm::RS256);
+    sign_both(&rs);
+    let ps = PopKey::open(&t.uri_with("ext-rsa", "&alg=PS256")).unwrap();
+    assert_eq!(ps.algorithm(), Algorithm::PS256);
+    assert_eq!(ps.kid(), rs.kid());
+    sign_both(&ps);
+}
+
+/// A key the token says may leave it is refused unless allowed.
+#[test]
+fn exportable_key_refused_unless_allowed() {
+    use cryptoki::mechanism::Mechanism;
+    use cryptoki::object::Attribute;
+    use cryptoki::session::UserType;
+    let _serial = pkcs11_support::serial();
+    let t = token();
+    // Popkey's module initialization first, so SOFTHSM2_CONF is ours.
+    let _ = PopKey::open(&t.uri("none"));
+    let p = pkcs11_support::cryptoki();
+    let session = p
+        .open_rw_session(pkcs11_support::slot_of(&p, &t.label))
+        .unwrap();
+    let _ = session.login(
+        UserType::User,
+        Some(&cryptoki::types::AuthPin::from(pkcs11_support::USER_PIN)),
+    );
+    let p256 = vec![0x06, 0x08, 0x2a, 0x86, 0x48, 0xce, 0x3d, 0x03, 0x01, 0x07];
+    session
+        .generate_key_pair(
+            &Mechanism::EccKeyPairGen,
+            &[
+                Attribute::Token(true),
+                Attribute::Verify(true),
+                Attribute::EcParams(p256),
+                Attribute::Label(b"loose".to_vec()),
+                Attribute::Id(vec![0x10]),
+            ],
+            &[
+                Attribute::Token(true),
+                Attribute::Private(true),
+                Attribute::Sign(true),
+                Attribute::Sensitive(false),
+                Attribute::Extractable(true),
+                Attribute::Label(b"loose".to_vec()),
+                Attribute::Id(vec![0x10]),
+            ],
+        )
+        .unwrap();
+    drop(session);
+    let uri = t.uri("loose");
+    match PopKey::open(&uri) {
+        Err(Error::ExportableKey { uri: u }) => assert!(!u.contains(pkcs11_support::USER_PIN)),
+        other => panic!("expected ExportableKey, got {other:?}"),
+    }
+    let key = PopKey::open_with(&uri, &OpenOptions::new().allow_exportable(true)).unwrap();
+    assert!(!key.location().non_exportable);
+    sign_both(&key);
+    let shown = t.popkey(&["key", "show", "--key", &uri]);
+    assert!(!shown.status.success());
+    assert!(String::from_utf8_lossy(&shown.stderr).contains("exportable"));
+    let shown = t.popkey(&["key", "show", "--allow-exportable", "--key", &uri]);
+    assert!(shown.status.success());
+    let v: Value = serde_json::from_slice(&shown.stdout).unwrap();
+    assert_eq!(v["non_exportable"], false);
+}
+
+/// 4 threads x 500 signatures with one key handle; every one verifies.
+#[test]
+fn four_threads_500_signatures_each() {
+    let _serial = pkcs11_support::serial();
+    let t = token();
+    let key = PopKey::create(
+        &t.uri("threads"),
+        &CreateOptions::new().alg(Algorithm::ES256),
+    )
+    .unwrap();
+    let jwk: Value = serde_json::from_str(key.canonical_public_key_jwk()).unwrap();
+    std::thread::scope(|s| {
+        for th in 0..4 {
+            let key = key.clone();
+            let jwk = &jwk;
+            s.spawn(move || {
+                for i in 0..500 {
+                    let shr = SignedHttpRequest::new("GET", &format!("{URL}&t={th}&i={i}"), "at")
+                        .unwrap()
+                        .sign(&key)
+                        .unwrap();
+                    common::ring_verify(&shr, jwk);
+                }
+            });
+        }
+    });
+}
+
+#[test]
+fn wrong_pin_is_typed_and_not_retried() {
+    let _serial = pkcs11_support::serial();
+    let t = token();
+    PopKey::create(&t.uri("pinned"), &CreateOptions::new()).unwrap();
+    let bad = t.uri("pinned").replace(
+        &format!("pin-source={}", hsm().pin_file.display()),
+        "pin-value=999999",
+    );
+    for _ in 0..2 {
+        match PopKey::open(&bad) {
+            Err(e @ Error::WrongPin { .. }) => {
+                let msg = e.to_string();
+                assert!(
+                    msg.contains("does not retry") && !msg.contains("999999"),
+                    "{msg}"
+                );
+            }
+            other => panic!("expected WrongPin, got {other:?}"),
+        }
+    }
+    // The right PIN still works: two wrong tries did not lock the token.
+    sign_both(&PopKey::open(&t.uri("pinned")).unwrap());
+}
+
+#[test]
+fn bad_input_is_typed() {
+    let _serial = pkcs11_support::serial();
+    let t = token();
+    // Keys from another process first: SoftHSM shows a process the objects
+    // others wrote when it first looks at a token.
+    t.pkcs11_tool(&[
+        "--keypairgen",
+        "--key-type",
+        "EC:prime256v1",
+        "--label",
+        "twin",
+        "--id",
+        "01",
+    ]);
+    t.pkcs11_tool(&[
+        "--keypairgen",
+        "--key-type",
+        "EC:prime256v1",
+        "--label",
+        "twin",
+        "--id",
+        "02",
+    ]);
+    PopKey::create(&t.uri("dup-a"), &CreateOptions::new()).unwrap();
+    PopKey::create(
+        &t.uri("rsa-only"),
+        &CreateOptions::new().alg(Algorithm::RS256),
+    )
+    .unwrap();
+    let q = |extra: &str| {
+        format!(
+            "pkcs11:token={};object=dup-a?pin-source={}{extra}",
+            t.label,
+            hsm().pin_file.display()
+        )
+    };
+    let not_a_module = hsm().dir.join("softhsm2.conf");
+    type Check = fn(&Error) -> bool;
+    let cases: Vec<(String, Check)> = vec![
+        ("pkcs11:token=a;token=b".into(), |e| {
+            matches!(e, Error::InvalidUri { .. })
+        }),
+        ("pkcs11:objekt=x".into(), |e| {
+            matches!(e, Error::InvalidUri { .. })
+        }),
+        ("pkcs11:id=%zz".into(), |e| {
+            matches!(e, Error::InvalidUri { .. })
+        }),
+        (
+            t.uri("pub").replace("object=pub", "object=pub;type=public"),
+            |e| matches!(e, Error::InvalidUri { .. }),
+        ),
+        (q("&module-path=/nonexistent/libnothing.so"), |e| {
+            matches!(e, Error::Pkcs11Module { .. })
+        }),
+        (
+            q(&format!("&module-path={}", not_a_module.display())),
+            |e| matches!(e, Error::Pkcs11Module { .. }),
+        ),
+        (q("&module-path=/lib/x86_64-linux-gnu/libm.so.6"), |e| {
+            matches!(e, Error::Pkcs11Module { .. }) || cfg!(not(target_arch = "x86_64"))
+        }),
+        (
+            t.uri("dup-a")
+                .replace(&format!("token={}", t.label), "token=no-such-token"),
+            |e| matches!(e, Error::TokenNotFound(_)),
+        ),
+        (
+            t.uri("dup-a").replace(&format!("token={};", t.label), ""),
+            |e| matches!(e, Error::TokenNotFound(_)),
+        ),
+        (t.uri("no-such-key"), |e| matches!(e, Error::KeyNotFound(_))),
+        (t.uri("twin"), |e| matches!(e, Error::AmbiguousKey(_))),
+        (t.uri_with("dup-a", "&alg=RS256"), |e| {
+            matches!(e, Error::AlgorithmMismatch(_))
+        }),
+        (t.uri_with("rsa-only", "&alg=ES256"), |e| {
+            matches!(e, Error::AlgorithmMismatch(_))
+        }),
+        (t.uri_with("rsa-only", "&alg=PS256"), |e| {
+            matches!(e, Error::AlgorithmMismatch(_))
+        }),
+        (
+            t.uri("dup-a").replace(
+                &hsm().pin_file.display().to_string(),
+                "/nonexistent/pin-file",
+            ),
+            |e| matches!(e, Error::PinUnavailable(_)),
+        ),
+        (
+            t.uri("dup-a")
+                .replace(&format!("&pin-source={}", hsm().pin_file.display()), ""),
+            |e| matches!(e, Error::PinUnavailable(_)),
+        ),
+    ];
+    for (uri, ok) in cases {
+        // Every pkcs11: URI without a module-path gets SoftHSM's.
+        let uri = if uri.starts_with("pkcs11:") && !uri.contains("module-path") {
+            let sep = if uri.contains('?') { '&' } else { '?' };
+            format!("{uri}{sep}module-path={}", hsm().module.display())
+        } else {
+            uri
+        };
+        match PopKey::open(&uri) {
+            Err(e) => {
+                eprintln!("{uri}\n  -> {e}");
+                assert!(ok(&e), "{uri}: unexpected error {e:?}");
+                assert!(!e.to_string().contains(pkcs11_support::USER_PIN), "{e}");
+            }
+            Ok(k) => panic!("{uri}: opened {k:?}"),
+        }
+    }
+    // Creating without object=, or with id=, is refused before touching the token.
+    for uri in [
+        t.uri("x").replace("object=x", "id=%01"),
+        t.uri("x").replace("object=x", "object=x;id=%01"),
+    ] {
+        let err = PopKey::create(&uri, &CreateOptions::new()).unwrap_err();
+        assert!(matches!(err, Error::InvalidUri { .. }), "{err}");
+    }
+    // A failed creation leaves nothing behind.
+    let before = t.objects();
+    let bad_pin = t.uri("fresh").replace(
+        &format!("pin-source={}", hsm().pin_file.display()),
+        "pin-value=000000",
+    );
+    assert!(matches!(
+        PopKey::create(&bad_pin, &CreateOptions::new()),
+        Err(Error::WrongPin { .. })
+    ));
+    assert_eq!(t.objects(), before);
+}
