@@ -79,8 +79,8 @@ async fn main() {
             lat.sort();
             let fetched = server.stats.token_requests.load(Ordering::SeqCst) - fetches_before;
             println!(
-                "{:<48} {:>8} {:>10.0} {:>10.0} {:>14}",
-                uri,
+                "{:<16} {:>8} {:>10.0} {:>10.0} {:>14}",
+                format!("{} {}", key.location().backend, popkey::PopCryptoProvider::algorithm(&key)),
                 format!("{scheme:?}"),
                 rps,
                 lat[lat.len() / 2].as_secs_f64() * 1e6,
