@@ -113,6 +113,9 @@ impl PopKey {
             )?),
             KeyUri::File(f) => Box::new(software::open_file(&f.path, f.alg)?),
             KeyUri::Pkcs11(_) => return Err(not_built("pkcs11")),
+            #[cfg(feature = "tpm")]
+            KeyUri::Tpm(t) => Box::new(crate::backend::tpm::TpmKey::open(t, uri)?),
+            #[cfg(not(feature = "tpm"))]
             KeyUri::Tpm(_) => return Err(not_built("tpm")),
         };
         Self::from_backend(backend, display_uri(uri, &parsed, None), opts)
@@ -146,6 +149,14 @@ impl PopKey {
                 opts.overwrite,
             )?),
             KeyUri::Pkcs11(_) => return Err(not_built("pkcs11")),
+            #[cfg(feature = "tpm")]
+            KeyUri::Tpm(t) => Box::new(crate::backend::tpm::TpmKey::create(
+                t,
+                uri,
+                alg,
+                opts.overwrite,
+            )?),
+            #[cfg(not(feature = "tpm"))]
             KeyUri::Tpm(_) => return Err(not_built("tpm")),
         };
         Self::from_backend(
@@ -302,7 +313,7 @@ fn not_built(scheme: &'static str) -> Error {
         scheme,
         hint: match scheme {
             "pkcs11" => "the PKCS#11 backend is not part of this release yet; use mem: or file: keys meanwhile",
-            _ => "the TPM backend is not part of this release yet; use mem: or file: keys meanwhile",
+            _ => "rebuild popkey with `--features tpm` (it needs libtss2-dev and pkg-config to build)",
         },
     }
 }

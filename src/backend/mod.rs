@@ -9,6 +9,8 @@ use crate::error::Result;
 use crate::jwk::PublicJwk;
 
 pub(crate) mod software;
+#[cfg(feature = "tpm")]
+pub(crate) mod tpm;
 
 /// What a backend reports about where its key lives.
 #[derive(Clone, Debug, PartialEq, Eq)]
