@@ -357,7 +357,7 @@ impl Device {
             Class::AuthFailed => Error::TpmAuthFailed {
                 key: name,
                 reason: format!(
-                    "the TPM rejected the key's authorization value during {what} ({detail}); check the file given by auth-source= (a trailing newline is ignored). Repeated failures lock the TPM out (dictionary-attack protection)"
+                    "the TPM rejected the key's authorization value during {what} ({detail}); give the right one with ;auth-source=FILE (a trailing newline is ignored; without auth-source popkey uses the empty value). Repeated failures lock the TPM out (dictionary-attack protection)"
                 ),
             },
             Class::Lockout => Error::TpmAuthFailed {

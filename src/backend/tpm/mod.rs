@@ -65,13 +65,11 @@ impl TpmKey {
         let source = match &parsed.key {
             TpmKeyRef::Handle(h) => Source::Persistent(*h),
             TpmKeyRef::Path(path) => {
+                // A file without emptyAuth and no auth-source is tried with
+                // the empty auth value: tpm2-tools 5.4's tpm2_encodeobject
+                // writes emptyAuth FALSE even for keys without one. A key
+                // that does have one then fails with TpmAuthFailed.
                 let file = read_key_file(path)?;
-                if !file.empty_auth && auth.is_none() {
-                    return Err(Error::TpmAuthFailed {
-                        key: name,
-                        reason: "the key file says the key has an authorization value (emptyAuth is not set); give it with ;auth-source=FILE".into(),
-                    });
-                }
                 blob_source(&file, path)?
             }
         };
