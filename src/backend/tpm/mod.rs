@@ -87,11 +87,15 @@ impl TpmKey {
         };
         let public = reg.device.read_public(&spec)?;
         let info = template::inspect(&public, parsed.alg, &name)?;
-        Ok(TpmKey {
+        let key = TpmKey {
             spec,
             info,
             device: reg,
-        })
+        };
+        if key.info.alg == Algorithm::PS256 {
+            key.check_pss_salt()?;
+        }
+        Ok(key)
     }
 
     /// Creates a key where a `tpm:` URI says, then opens it. A `path=` key
@@ -149,6 +153,43 @@ impl TpmKey {
         let mut reopen = parsed.clone();
         reopen.alg = Some(alg);
         Self::open(&reopen, uri)
+    }
+}
+
+impl TpmKey {
+    /// JWS PS256 needs a 32-byte salt (RFC 7518 §3.5). TPMs use the hash
+    /// length (swtpm/libtpms, current spec) or, on some older firmware, the
+    /// maximum; the latter cannot make PS256 signatures, and saying so
+    /// beats a bare pair-check failure.
+    fn check_pss_salt(&self) -> Result<()> {
+        use rsa::pkcs8::DecodePublicKey;
+        use rsa::signature::Verifier;
+        let probe = b"popkey PSS salt-length probe";
+        let sig = self.sign(probe)?;
+        let Ok(public) = rsa::RsaPublicKey::from_public_key_der(&self.info.jwk.to_spki_der()?)
+        else {
+            return Ok(());
+        };
+        let Ok(sig) = rsa::pss::Signature::try_from(sig.as_slice()) else {
+            return Ok(());
+        };
+        let verifies = |salt: usize| {
+            rsa::pss::VerifyingKey::<Sha256>::new_with_salt_len(public.clone(), salt)
+                .verify(probe, &sig)
+                .is_ok()
+        };
+        if verifies(32) {
+            return Ok(());
+        }
+        let em_len = (rsa::traits::PublicKeyParts::n(&public).bits() + 6) / 8;
+        if em_len > 34 && verifies(em_len - 34) {
+            return Err(Error::AlgorithmMismatch(format!(
+                "{}: this TPM makes RSA-PSS signatures with the maximum salt length ({} bytes); JWS PS256 requires a 32-byte salt, so use RS256 with this TPM",
+                self.spec.name,
+                em_len - 34
+            )));
+        }
+        Ok(())
     }
 }
 
