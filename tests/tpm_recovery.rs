@@ -106,3 +106,22 @@ fn more_keys_than_object_slots() {
         }
     });
 }
+
+/// A TPM reset under a live connection (swtpm's CMD_INIT through the
+/// control channel, then no TPM2_Startup): popkey sends TPM2_Startup, finds
+/// its objects gone, reconnects and reloads.
+#[test]
+fn signing_survives_a_tpm_reset() {
+    let tpm = Swtpm::start();
+    let path = tpm.file("key.pem");
+    let key = PopKey::create(
+        &tpm.uri(&format!("path={}", path.display())),
+        &CreateOptions::new(),
+    )
+    .unwrap();
+    common::verify_shr(&shr(&key, 1));
+    let ctrl = format!("127.0.0.1:{}", tpm.port + 1);
+    tpm.tool("swtpm-tools", "swtpm_ioctl", &["--tcp", &ctrl, "-i"]);
+    common::verify_shr(&shr(&key, 2));
+    common::verify_shr(&shr(&key, 3));
+}
