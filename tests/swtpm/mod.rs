@@ -19,18 +19,18 @@ pub struct Swtpm {
     pub work: tempfile::TempDir,
 }
 
-/// Two consecutive free loopback ports.
+/// Two consecutive free loopback ports, below the kernel's ephemeral range
+/// (32768 and up on Linux): swtpm binds without SO_REUSEADDR, so a port
+/// that recently served as some client's source port (TIME-WAIT) would make
+/// it fail. A clash that remains makes swtpm exit, and `start` tries again.
 fn free_port_pair() -> u16 {
+    use rand::Rng;
+    let mut rng = rand::thread_rng();
     for _ in 0..200 {
-        let Ok(a) = TcpListener::bind("127.0.0.1:0") else {
-            continue;
-        };
-        let Ok(addr) = a.local_addr() else { continue };
-        let p = addr.port();
-        if p >= 65534 {
-            continue;
-        }
-        if TcpListener::bind(("127.0.0.1", p + 1)).is_ok() {
+        let p: u16 = rng.gen_range(10_000..32_000);
+        if TcpListener::bind(("127.0.0.1", p)).is_ok()
+            && TcpListener::bind(("127.0.0.1", p + 1)).is_ok()
+        {
             return p;
         }
     }
@@ -46,13 +46,13 @@ impl Swtpm {
             state: tempfile::tempdir().expect("temp dir"),
             work: tempfile::tempdir().expect("temp dir"),
         };
-        for _ in 0..5 {
+        for _ in 0..10 {
             s.port = free_port_pair();
             if s.spawn() {
                 return s;
             }
         }
-        panic!("swtpm did not start (5 tries with different ports)");
+        panic!("swtpm did not start (10 tries with different ports)");
     }
 
     /// Runs swtpm on this instance's ports and state; true once it listens.
