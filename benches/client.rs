@@ -80,7 +80,11 @@ async fn main() {
             let fetched = server.stats.token_requests.load(Ordering::SeqCst) - fetches_before;
             println!(
                 "{:<16} {:>8} {:>10.0} {:>10.0} {:>14}",
-                format!("{} {}", key.location().backend, popkey::PopCryptoProvider::algorithm(&key)),
+                format!(
+                    "{} {}",
+                    key.location().backend,
+                    popkey::PopCryptoProvider::algorithm(&key)
+                ),
                 format!("{scheme:?}"),
                 rps,
                 lat[lat.len() / 2].as_secs_f64() * 1e6,

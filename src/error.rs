@@ -215,6 +215,46 @@ pub enum Error {
         /// What it means here and what to do.
         hint: String,
     },
+
+    /// A TCTI configuration string (from `tcti=`, `TPM2TOOLS_TCTI` or
+    /// `TCTI`) is malformed.
+    #[error("invalid TCTI `{tcti}`: {reason}")]
+    InvalidTcti {
+        /// The TCTI string as given (shortened).
+        tcti: String,
+        /// What is wrong with it and what is accepted.
+        reason: String,
+    },
+
+    /// No TPM answered through the TCTI (no device, simulator not running,
+    /// connection lost and not regained).
+    #[error("cannot reach a TPM through `{tcti}`: {reason}")]
+    TpmUnreachable {
+        /// The TCTI, in canonical form.
+        tcti: String,
+        /// What failed, and what to check.
+        reason: String,
+    },
+
+    /// A TPM key's authorization value is missing or was rejected, or the
+    /// TPM is in dictionary-attack lockout.
+    #[error("TPM authorization failed for {key}: {reason}")]
+    TpmAuthFailed {
+        /// The key (its URI, redacted) or the auth file concerned.
+        key: String,
+        /// What went wrong and what to do.
+        reason: String,
+    },
+
+    /// A TPM key exists on disk but this TPM cannot load it: made by another
+    /// TPM or under another parent, or the owner hierarchy was cleared.
+    #[error("the TPM cannot load {key}: {reason}")]
+    TpmKeyUnloadable {
+        /// The key (its URI, redacted).
+        key: String,
+        /// Why, and what to do.
+        reason: String,
+    },
 }
 
 impl Error {

@@ -116,6 +116,9 @@ impl PopKey {
             KeyUri::Pkcs11(p) => Box::new(crate::backend::pkcs11::open(uri, p)?),
             #[cfg(not(feature = "pkcs11"))]
             KeyUri::Pkcs11(_) => return Err(not_built("pkcs11")),
+            #[cfg(feature = "tpm")]
+            KeyUri::Tpm(t) => Box::new(crate::backend::tpm::TpmKey::open(t, uri)?),
+            #[cfg(not(feature = "tpm"))]
             KeyUri::Tpm(_) => return Err(not_built("tpm")),
         };
         Self::from_backend(backend, display_uri(uri, &parsed, None), opts)
@@ -158,6 +161,14 @@ impl PopKey {
             )?),
             #[cfg(not(feature = "pkcs11"))]
             KeyUri::Pkcs11(_) => return Err(not_built("pkcs11")),
+            #[cfg(feature = "tpm")]
+            KeyUri::Tpm(t) => Box::new(crate::backend::tpm::TpmKey::create(
+                t,
+                uri,
+                alg,
+                opts.overwrite,
+            )?),
+            #[cfg(not(feature = "tpm"))]
             KeyUri::Tpm(_) => return Err(not_built("tpm")),
         };
         Self::from_backend(
@@ -309,16 +320,13 @@ impl fmt::Debug for PopKey {
     }
 }
 
+#[cfg(not(all(feature = "pkcs11", feature = "tpm")))]
 fn not_built(scheme: &'static str) -> Error {
     Error::BackendNotBuilt {
         scheme,
         hint: match scheme {
-            "pkcs11" => {
-                "this build was made without the `pkcs11` feature; rebuild with `--features pkcs11`"
-            }
-            _ => {
-                "the TPM backend is not part of this release yet; use mem: or file: keys meanwhile"
-            }
+            "pkcs11" => "this build was made without the `pkcs11` feature; rebuild with `--features pkcs11`",
+            _ => "rebuild popkey with `--features tpm` (it needs libtss2-dev and pkg-config to build)",
         },
     }
 }

@@ -111,9 +111,12 @@ impl fmt::Debug for Pkcs11Uri {
 pub struct TpmUri {
     /// Where the key is.
     pub key: TpmKeyRef,
-    /// The TCTI configuration string (`swtpm:host=…,port=…`, `device:/dev/tpmrm0`).
+    /// The TCTI configuration string (`swtpm:host=…,port=…`,
+    /// `device:/dev/tpmrm0`). When absent, `TPM2TOOLS_TCTI`, then `TCTI`,
+    /// then `device:/dev/tpmrm0` (see docs/tpm.md).
     pub tcti: Option<String>,
-    /// A file holding the key's authorization value.
+    /// A file holding the key's authorization value (its bytes, one trailing
+    /// newline ignored); without it the empty value is used.
     pub auth_source: Option<PathBuf>,
     /// The JWS algorithm for RSA keys, or for new keys.
     pub alg: Option<Algorithm>,

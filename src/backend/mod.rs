@@ -11,6 +11,8 @@ use crate::jwk::PublicJwk;
 #[cfg(feature = "pkcs11")]
 pub(crate) mod pkcs11;
 pub(crate) mod software;
+#[cfg(feature = "tpm")]
+pub(crate) mod tpm;
 
 /// What a backend reports about where its key lives.
 #[derive(Clone, Debug, PartialEq, Eq)]

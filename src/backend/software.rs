@@ -246,6 +246,14 @@ pub(crate) fn create_file(
     }
     let key = SoftwareKey::generate(alg, rsa_bits, "file")?;
     let pem = key.to_pkcs8_pem()?;
+    write_key_file(path, pem.as_bytes(), overwrite)?;
+    Ok(key)
+}
+
+/// Writes a key file with mode 0600. A new file never replaces an existing
+/// one; with `overwrite`, the file is replaced atomically (a new 0600 file
+/// written beside it, renamed over). Shared by the `file:` and `tpm:` backends.
+pub(crate) fn write_key_file(path: &Path, contents: &[u8], overwrite: bool) -> Result<()> {
     let target: PathBuf = if overwrite {
         let mut name = path.file_name().unwrap_or_default().to_os_string();
         name.push(format!(".popkey-tmp-{}", std::process::id()));
@@ -253,7 +261,7 @@ pub(crate) fn create_file(
     } else {
         path.to_path_buf()
     };
-    write_new_private(&target, pem.as_bytes()).map_err(|e| {
+    write_new_private(&target, contents).map_err(|e| {
         if e.kind() == std::io::ErrorKind::AlreadyExists {
             Error::KeyExists(path.display().to_string())
         } else {
@@ -274,7 +282,7 @@ pub(crate) fn create_file(
             }
         })?;
     }
-    Ok(key)
+    Ok(())
 }
 
 fn write_new_private(path: &Path, contents: &[u8]) -> std::io::Result<()> {

@@ -1,0 +1,562 @@
+//! One TPM connection per TCTI per process, shared by every key on it.
+//!
+//! A [`Device`] owns the ESYS context behind a mutex. It creates the storage
+//! primary key once, keeps each key loaded between signatures, authorizes
+//! with a password session (no TPM session object, no extra round trip),
+//! and flushes what it loaded when a key is dropped. A signature is one
+//! TPM2_Sign round trip.
+//!
+//! Failures are classified ([`super::rc`]) and recovered within a bounded
+//! number of attempts: transient codes are retried after a short pause, a
+//! full object memory flushes the least recently used object, and a dropped
+//! connection or a TPM reset reconnects, re-creates the primary and reloads
+//! the key.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock, PoisonError, Weak};
+use std::time::Duration;
+
+use tss_esapi::constants::tss::{TPM2_RH_NULL, TPM2_ST_HASHCHECK};
+use tss_esapi::constants::{CapabilityType, StartupType};
+use tss_esapi::handles::{KeyHandle, ObjectHandle, PersistentTpmHandle, TpmHandle};
+use tss_esapi::interface_types::dynamic_handles::Persistent;
+use tss_esapi::interface_types::resource_handles::{Hierarchy, Provision};
+use tss_esapi::interface_types::session_handles::AuthSession;
+use tss_esapi::structures::{
+    Auth, CapabilityData, Digest, HashcheckTicket, Private, Public, Signature, SignatureScheme,
+};
+use tss_esapi::tss2_esys::TPMT_TK_HASHCHECK;
+use tss_esapi::Context;
+
+use super::keyfile::OWNER;
+use super::rc::{self, Class};
+use super::tcti::{self, Tcti};
+use super::template;
+use crate::error::{Error, Result};
+
+/// Attempts per operation, the first included.
+const MAX_ATTEMPTS: u32 = 8;
+
+/// Where a key lives.
+pub(crate) enum Source {
+    /// A persistent handle, `0x81xxxxxx`.
+    Persistent(u32),
+    /// A key blob loaded under `parent` (the owner primary or a persistent key).
+    Blob {
+        parent: u32,
+        public: Public,
+        private: Private,
+    },
+}
+
+/// Everything a device needs to (re)load one key.
+pub(crate) struct KeySpec {
+    pub(crate) id: u64,
+    pub(crate) source: Source,
+    pub(crate) auth: Option<Auth>,
+    /// The key's name in messages (its URI, redacted).
+    pub(crate) name: String,
+}
+
+/// A failed attempt.
+enum Fail {
+    /// A TSS error during `doing`; classified and maybe retried.
+    Tss(&'static str, tss_esapi::Error),
+    /// Could not open the TCTI.
+    Connect(tss_esapi::Error),
+    /// A final answer: no retry.
+    Done(Error),
+}
+
+type Attempt<T> = std::result::Result<T, Fail>;
+
+fn tss(doing: &'static str) -> impl Fn(tss_esapi::Error) -> Fail {
+    move |e| Fail::Tss(doing, e)
+}
+
+/// A key loaded (or a persistent key resolved) in the current connection.
+struct Loaded {
+    id: u64,
+    handle: KeyHandle,
+    transient: bool,
+    last_used: u64,
+}
+
+/// A live connection.
+struct Conn {
+    ctx: Context,
+    primary: Option<KeyHandle>,
+    keys: Vec<Loaded>,
+    tick: u64,
+}
+
+/// One TPM, reached through one TCTI.
+pub(crate) struct Device {
+    tcti: Tcti,
+    conn: Mutex<Option<Conn>>,
+    next_id: AtomicU64,
+}
+
+/// The process-wide registry: one device per canonical TCTI, alive while a
+/// key uses it.
+fn registry() -> &'static Mutex<HashMap<String, Weak<Device>>> {
+    static DEVICES: OnceLock<Mutex<HashMap<String, Weak<Device>>>> = OnceLock::new();
+    DEVICES.get_or_init(|| Mutex::new(HashMap::new()))
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+impl Device {
+    /// The device for a TCTI: the existing one if a key already uses it.
+    pub(crate) fn get(tcti: Tcti) -> Arc<Device> {
+        let mut map = lock(registry());
+        map.retain(|_, d| d.strong_count() > 0);
+        if let Some(d) = map.get(&tcti.canonical).and_then(Weak::upgrade) {
+            return d;
+        }
+        let key = tcti.canonical.clone();
+        let d = Arc::new(Device {
+            tcti,
+            conn: Mutex::new(None),
+            next_id: AtomicU64::new(1),
+        });
+        map.insert(key, Arc::downgrade(&d));
+        d
+    }
+
+    /// A fresh key id on this device.
+    pub(crate) fn next_key_id(&self) -> u64 {
+        self.next_id.fetch_add(1, Ordering::Relaxed)
+    }
+
+    /// Signs a SHA-256 digest with a key, loading it first if needed.
+    pub(crate) fn sign(
+        &self,
+        key: &KeySpec,
+        digest: &Digest,
+        scheme: SignatureScheme,
+    ) -> Result<Signature> {
+        self.run(Some(key), "signing", |conn, handle| {
+            let handle = handle.ok_or(Fail::Done(internal("no key handle")))?;
+            conn.ctx
+                .execute_with_session(Some(AuthSession::Password), |c| {
+                    c.sign(handle, digest.clone(), scheme, null_ticket()?)
+                })
+                .map_err(tss("TPM2_Sign"))
+        })
+    }
+
+    /// The key's public area as the TPM reports it (loads the key).
+    pub(crate) fn read_public(&self, key: &KeySpec) -> Result<Public> {
+        self.run(Some(key), "reading the public key", |conn, handle| {
+            let handle = handle.ok_or(Fail::Done(internal("no key handle")))?;
+            conn.ctx
+                .execute_without_session(|c| c.read_public(handle))
+                .map(|(public, _, _)| public)
+                .map_err(tss("TPM2_ReadPublic"))
+        })
+    }
+
+    /// Creates a key under the owner storage primary; returns its blob.
+    pub(crate) fn create(
+        &self,
+        template: &Public,
+        auth: Option<&Auth>,
+    ) -> Result<(Public, Private)> {
+        self.run(None, "creating a key", |conn, _| {
+            let primary = conn.primary()?;
+            conn.ctx
+                .execute_with_session(Some(AuthSession::Password), |c| {
+                    c.create(primary, template.clone(), auth.cloned(), None, None, None)
+                })
+                .map(|r| (r.out_public, r.out_private))
+                .map_err(tss("TPM2_Create"))
+        })
+    }
+
+    /// True when a persistent handle holds an object.
+    pub(crate) fn persistent_exists(&self, handle: u32) -> Result<bool> {
+        self.run(None, "listing persistent handles", |conn, _| {
+            conn.persistent_exists(handle)
+        })
+    }
+
+    /// Makes a key blob persistent at `handle` (TPM2_EvictControl). An
+    /// occupied handle is refused unless `replace`, which evicts the old key.
+    pub(crate) fn persist(&self, blob: &KeySpec, handle: u32, replace: bool) -> Result<()> {
+        let Source::Blob { .. } = blob.source else {
+            return Err(internal("persist needs a key blob"));
+        };
+        let persistent = PersistentTpmHandle::new(handle)
+            .map_err(|e| internal(&format!("bad persistent handle: {e}")))?;
+        self.run(None, "persisting the key", |conn, _| {
+            if conn.persistent_exists(handle)? {
+                if !replace {
+                    return Err(Fail::Done(occupied(handle)));
+                }
+                let old = conn
+                    .ctx
+                    .execute_without_session(|c| {
+                        c.tr_from_tpm_public(TpmHandle::Persistent(persistent))
+                    })
+                    .map_err(tss("TPM2_ReadPublic"))?;
+                conn.ctx
+                    .execute_with_session(Some(AuthSession::Password), |c| {
+                        c.evict_control(Provision::Owner, old, Persistent::Persistent(persistent))
+                    })
+                    .map_err(tss("TPM2_EvictControl (removing the old key)"))?;
+            }
+            let transient = conn.load_blob(blob)?;
+            let result = conn
+                .ctx
+                .execute_with_session(Some(AuthSession::Password), |c| {
+                    c.evict_control(
+                        Provision::Owner,
+                        transient.into(),
+                        Persistent::Persistent(persistent),
+                    )
+                });
+            let _ = conn.ctx.flush_context(transient.into());
+            match result {
+                Ok(mut tr) => {
+                    let _ = conn.ctx.tr_close(&mut tr);
+                    Ok(())
+                }
+                // NV_DEFINED: someone took the handle meanwhile.
+                Err(e) if rc::raw(&e) == Some(0x14c) => Err(Fail::Done(occupied(handle))),
+                Err(e) => Err(Fail::Tss("TPM2_EvictControl", e)),
+            }
+        })
+    }
+
+    /// Forgets a key: flushes it if it was loaded, closes its handle if it
+    /// was persistent. Called when the key is dropped.
+    pub(crate) fn release(&self, id: u64) {
+        let mut guard = lock(&self.conn);
+        if let Some(conn) = guard.as_mut() {
+            if let Some(pos) = conn.keys.iter().position(|k| k.id == id) {
+                let k = conn.keys.swap_remove(pos);
+                conn.drop_handle(k);
+            }
+        }
+    }
+
+    /// Runs `op` on a live connection (with `key` loaded when given),
+    /// recovering from what can be recovered.
+    fn run<T>(
+        &self,
+        key: Option<&KeySpec>,
+        doing: &'static str,
+        mut op: impl FnMut(&mut Conn, Option<KeyHandle>) -> Attempt<T>,
+    ) -> Result<T> {
+        let mut guard = lock(&self.conn);
+        let mut attempt = 0;
+        loop {
+            attempt += 1;
+            let result = self.attempt(&mut guard, key, &mut op);
+            let fail = match result {
+                Ok(v) => return Ok(v),
+                Err(f) => f,
+            };
+            let (what, err) = match fail {
+                Fail::Done(e) => return Err(e),
+                Fail::Connect(e) => {
+                    if attempt >= MAX_ATTEMPTS.min(4) {
+                        return Err(Error::TpmUnreachable {
+                            tcti: self.tcti.canonical.clone(),
+                            reason: format!(
+                                "{}; {}",
+                                rc::describe(&e),
+                                tcti::unreachable_hint(&self.tcti)
+                            ),
+                        });
+                    }
+                    pause(attempt);
+                    continue;
+                }
+                Fail::Tss(what, e) => (what, e),
+            };
+            let class = rc::classify(&err);
+            let give_up = attempt >= MAX_ATTEMPTS;
+            match class {
+                Class::Transient if !give_up => pause(attempt),
+                Class::Memory if !give_up => {
+                    let current = key.map(|k| k.id);
+                    let freed = guard.as_mut().is_some_and(|c| c.make_room(current));
+                    if !freed {
+                        return Err(self.final_error(key, doing, what, &err, class, true));
+                    }
+                }
+                Class::Stale | Class::Disconnected if !give_up => {
+                    // Drop the connection (flushing what still can be) and
+                    // start over: new context, new primary, keys reloaded.
+                    *guard = None;
+                    if class == Class::Disconnected {
+                        pause(attempt);
+                    }
+                }
+                Class::NeedsStartup if !give_up => {
+                    if let Some(conn) = guard.as_mut() {
+                        let _ = conn.ctx.startup(StartupType::Clear);
+                    }
+                }
+                _ => return Err(self.final_error(key, doing, what, &err, class, false)),
+            }
+        }
+    }
+
+    fn attempt<T>(
+        &self,
+        guard: &mut Option<Conn>,
+        key: Option<&KeySpec>,
+        op: &mut impl FnMut(&mut Conn, Option<KeyHandle>) -> Attempt<T>,
+    ) -> Attempt<T> {
+        if guard.is_none() {
+            let ctx = Context::new(self.tcti.conf.clone()).map_err(Fail::Connect)?;
+            *guard = Some(Conn {
+                ctx,
+                primary: None,
+                keys: Vec::new(),
+                tick: 0,
+            });
+        }
+        let conn = guard
+            .as_mut()
+            .ok_or_else(|| Fail::Done(internal("no connection")))?;
+        let handle = match key {
+            Some(k) => Some(conn.key_handle(k)?),
+            None => None,
+        };
+        op(conn, handle)
+    }
+
+    fn final_error(
+        &self,
+        key: Option<&KeySpec>,
+        doing: &str,
+        what: &str,
+        err: &tss_esapi::Error,
+        class: Class,
+        no_room: bool,
+    ) -> Error {
+        let name = key.map_or_else(
+            || format!("the TPM at {}", self.tcti.canonical),
+            |k| k.name.clone(),
+        );
+        let detail = rc::describe(err);
+        match class {
+            Class::AuthFailed if what.contains("primary") => Error::TpmAuthFailed {
+                key: name,
+                reason: format!(
+                    "the owner hierarchy has an authorization value ({detail}); popkey creates the storage primary with an empty owner auth, so keep keys under a persistent parent instead"
+                ),
+            },
+            Class::AuthFailed => Error::TpmAuthFailed {
+                key: name,
+                reason: format!(
+                    "the TPM rejected the key's authorization value during {what} ({detail}); give the right one with ;auth-source=FILE (a trailing newline is ignored; without auth-source popkey uses the empty value). Repeated failures lock the TPM out (dictionary-attack protection)"
+                ),
+            },
+            Class::Lockout => Error::TpmAuthFailed {
+                key: name,
+                reason: format!(
+                    "the TPM is in dictionary-attack lockout after too many wrong authorization values ({detail}); wait for the lockout to expire or reset it with `tpm2_dictionarylockout -c`"
+                ),
+            },
+            Class::Integrity => Error::TpmKeyUnloadable {
+                key: name,
+                reason: format!(
+                    "{what} failed its integrity check ({detail}): the key was made by another TPM, or under another parent, or this TPM's owner hierarchy was cleared since; the key is lost for this TPM — create a new one"
+                ),
+            },
+            Class::Memory if no_room => Error::Backend {
+                backend: "tpm",
+                message: format!(
+                    "{doing}: the TPM has no free object slots ({detail}) and popkey holds nothing it can flush; other programs are holding transient objects — use a resource manager (device:/dev/tpmrm0 or tabrmd) or flush them with `tpm2_flushcontext -t`"
+                ),
+            },
+            Class::Disconnected | Class::Stale => Error::TpmUnreachable {
+                tcti: self.tcti.canonical.clone(),
+                reason: format!(
+                    "{doing} failed {MAX_ATTEMPTS} times ({what}: {detail}); {}",
+                    tcti::unreachable_hint(&self.tcti)
+                ),
+            },
+            _ => Error::Backend {
+                backend: "tpm",
+                message: format!("{name}: {doing}: {what} failed: {detail}"),
+            },
+        }
+    }
+}
+
+impl Conn {
+    /// The owner storage primary, created on first use in this connection.
+    fn primary(&mut self) -> Attempt<KeyHandle> {
+        if let Some(p) = self.primary {
+            return Ok(p);
+        }
+        let template = template::storage_primary().map_err(Fail::Done)?;
+        let p = self
+            .ctx
+            .execute_with_session(Some(AuthSession::Password), |c| {
+                c.create_primary(Hierarchy::Owner, template, None, None, None, None)
+            })
+            .map_err(tss("TPM2_CreatePrimary (the owner storage primary)"))?
+            .key_handle;
+        self.primary = Some(p);
+        Ok(p)
+    }
+
+    /// The handle of a key, loading or resolving it first if needed.
+    fn key_handle(&mut self, key: &KeySpec) -> Attempt<KeyHandle> {
+        self.tick += 1;
+        let tick = self.tick;
+        if let Some(k) = self.keys.iter_mut().find(|k| k.id == key.id) {
+            k.last_used = tick;
+            return Ok(k.handle);
+        }
+        let (handle, transient) = match &key.source {
+            Source::Persistent(h) => (self.open_persistent(*h, &key.name)?, false),
+            Source::Blob { .. } => (self.load_blob(key)?, true),
+        };
+        if let Some(auth) = &key.auth {
+            if let Err(e) = self.ctx.tr_set_auth(handle.into(), auth.clone()) {
+                self.drop_handle(Loaded {
+                    id: key.id,
+                    handle,
+                    transient,
+                    last_used: tick,
+                });
+                return Err(Fail::Tss("setting the key's auth value", e));
+            }
+        }
+        self.keys.push(Loaded {
+            id: key.id,
+            handle,
+            transient,
+            last_used: tick,
+        });
+        Ok(handle)
+    }
+
+    /// An ESYS handle for a persistent object; a missing one is
+    /// [`Error::KeyNotFound`].
+    fn open_persistent(&mut self, handle: u32, name: &str) -> Attempt<KeyHandle> {
+        let tpm_handle = PersistentTpmHandle::new(handle)
+            .map_err(|_| Fail::Done(internal("bad persistent handle")))?;
+        match self
+            .ctx
+            .execute_without_session(|c| c.tr_from_tpm_public(TpmHandle::Persistent(tpm_handle)))
+        {
+            Ok(h) => Ok(h.into()),
+            Err(e) if rc::classify(&e) == Class::Stale => Err(Fail::Done(Error::KeyNotFound(
+                format!(
+                    "{name}: the TPM has no object at persistent handle {handle:#010x}; create one with `popkey key create --key 'tpm:handle={handle:#010x}'` or list them with `tpm2_getcap handles-persistent`"
+                ),
+            ))),
+            Err(e) => Err(Fail::Tss("TPM2_ReadPublic (the persistent handle)", e)),
+        }
+    }
+
+    /// Loads a blob under its parent; the caller owns the transient handle.
+    fn load_blob(&mut self, key: &KeySpec) -> Attempt<KeyHandle> {
+        let Source::Blob {
+            parent,
+            public,
+            private,
+        } = &key.source
+        else {
+            return Err(Fail::Done(internal("not a key blob")));
+        };
+        let (parent_handle, close_parent) = if *parent == OWNER {
+            (self.primary()?, false)
+        } else {
+            (self.open_persistent(*parent, &key.name)?, true)
+        };
+        let loaded = self
+            .ctx
+            .execute_with_session(Some(AuthSession::Password), |c| {
+                c.load(parent_handle, private.clone(), public.clone())
+            });
+        if close_parent {
+            let mut h: ObjectHandle = parent_handle.into();
+            let _ = self.ctx.tr_close(&mut h);
+        }
+        loaded.map_err(tss("TPM2_Load (the key)"))
+    }
+
+    fn persistent_exists(&mut self, handle: u32) -> Attempt<bool> {
+        let (data, _) = self
+            .ctx
+            .execute_without_session(|c| c.get_capability(CapabilityType::Handles, handle, 1))
+            .map_err(tss("TPM2_GetCapability"))?;
+        Ok(match data {
+            CapabilityData::Handles(list) => list.as_ref().iter().any(|h| u32::from(*h) == handle),
+            _ => false,
+        })
+    }
+
+    /// Frees one object slot: the least recently used key other than
+    /// `keep`, else the primary. False when nothing could be freed.
+    fn make_room(&mut self, keep: Option<u64>) -> bool {
+        let victim = self
+            .keys
+            .iter()
+            .enumerate()
+            .filter(|(_, k)| k.transient && Some(k.id) != keep)
+            .min_by_key(|(_, k)| k.last_used)
+            .map(|(i, _)| i);
+        if let Some(i) = victim {
+            let k = self.keys.swap_remove(i);
+            self.drop_handle(k);
+            return true;
+        }
+        if let Some(p) = self.primary.take() {
+            let _ = self.ctx.flush_context(p.into());
+            return true;
+        }
+        false
+    }
+
+    fn drop_handle(&mut self, k: Loaded) {
+        if k.transient {
+            let _ = self.ctx.flush_context(k.handle.into());
+        } else {
+            let mut h: ObjectHandle = k.handle.into();
+            let _ = self.ctx.tr_close(&mut h);
+        }
+    }
+}
+
+/// A NULL hashcheck ticket: for unrestricted keys signing a digest the TPM
+/// did not compute.
+fn null_ticket() -> tss_esapi::Result<HashcheckTicket> {
+    HashcheckTicket::try_from(TPMT_TK_HASHCHECK {
+        tag: TPM2_ST_HASHCHECK,
+        hierarchy: TPM2_RH_NULL,
+        digest: Default::default(),
+    })
+}
+
+fn occupied(handle: u32) -> Error {
+    Error::KeyExists(format!(
+        "TPM persistent handle {handle:#010x} (evict it with `tpm2_evictcontrol -C o -c {handle:#010x}` or choose another handle)"
+    ))
+}
+
+fn internal(msg: &str) -> Error {
+    Error::Backend {
+        backend: "tpm",
+        message: format!("internal error: {msg}"),
+    }
+}
+
+/// Back-off before the next attempt: 5, 10, 20, … ms, at most 400 ms.
+fn pause(attempt: u32) {
+    let ms = (5u64 << attempt.min(7)).min(400);
+    std::thread::sleep(Duration::from_millis(ms));
+}

@@ -1,0 +1,387 @@
+//! TPM 2.0 keys through tss-esapi: `tpm:handle=0x81…` (a persistent key)
+//! and `tpm:path=…` (a `TSS2 PRIVATE KEY` file, as tpm2-openssl writes).
+//!
+//! * [`tcti`]: which transport reaches the TPM.
+//! * [`keyfile`]: the PEM key file.
+//! * [`template`]: the templates of new keys and the reading of public areas.
+//! * [`device`]: one connection per TCTI, loading, signing and recovery.
+//! * [`rc`]: what a response code means for a retry.
+//!
+//! See docs/tpm.md for the user-facing description.
+
+mod device;
+mod keyfile;
+mod rc;
+mod tcti;
+mod template;
+
+use std::fs;
+use std::io::Read;
+use std::path::Path;
+use std::sync::Arc;
+
+use sha2::{Digest as _, Sha256};
+use tss_esapi::structures::{Auth, Digest, Private, Public, Signature};
+use tss_esapi::traits::{Marshall, UnMarshall};
+
+use self::device::{Device, KeySpec, Source};
+use self::keyfile::{KeyFile, MAX_FILE_LEN, OWNER};
+use self::template::{left_pad, KeyInfo};
+use super::{Backend, KeyLocation};
+use crate::alg::Algorithm;
+use crate::error::{Error, Result};
+use crate::jwk::PublicJwk;
+use crate::uri::{redact, TpmKeyRef, TpmUri};
+
+/// Longest authorization value: the digest size of the key's name
+/// algorithm (SHA-256).
+const MAX_AUTH_LEN: usize = 32;
+
+/// A key in a TPM, loaded and ready to sign.
+pub(crate) struct TpmKey {
+    spec: KeySpec,
+    info: KeyInfo,
+    device: Registration,
+}
+
+/// A key's claim on its device: dropping it flushes what was loaded for it.
+struct Registration {
+    device: Arc<Device>,
+    id: u64,
+}
+
+impl Drop for Registration {
+    fn drop(&mut self) {
+        self.device.release(self.id);
+    }
+}
+
+impl TpmKey {
+    /// Opens the key a `tpm:` URI names. `uri` is the text, for messages.
+    pub(crate) fn open(parsed: &TpmUri, uri: &str) -> Result<Self> {
+        let name = redact(uri);
+        let tcti = tcti::resolve(parsed.tcti.as_deref())?;
+        let auth = read_auth(parsed.auth_source.as_deref())?;
+        let source = match &parsed.key {
+            TpmKeyRef::Handle(h) => Source::Persistent(*h),
+            TpmKeyRef::Path(path) => {
+                // A file without emptyAuth and no auth-source is tried with
+                // the empty auth value: tpm2-tools 5.4's tpm2_encodeobject
+                // writes emptyAuth FALSE even for keys without one. A key
+                // that does have one then fails with TpmAuthFailed.
+                let file = read_key_file(path)?;
+                blob_source(&file, path)?
+            }
+        };
+        let device = Device::get(tcti);
+        let spec = KeySpec {
+            id: device.next_key_id(),
+            source,
+            auth,
+            name: name.clone(),
+        };
+        // From here on, dropping `reg` flushes whatever was loaded.
+        let reg = Registration {
+            id: spec.id,
+            device,
+        };
+        let public = reg.device.read_public(&spec)?;
+        let info = template::inspect(&public, parsed.alg, &name)?;
+        let key = TpmKey {
+            spec,
+            info,
+            device: reg,
+        };
+        if key.info.alg == Algorithm::PS256 {
+            key.check_pss_salt()?;
+        }
+        Ok(key)
+    }
+
+    /// Creates a key where a `tpm:` URI says, then opens it. A `path=` key
+    /// is written as a key file (mode 0600) under the owner storage
+    /// primary; a `handle=` key is created under the same primary and made
+    /// persistent, refusing an occupied handle unless `overwrite`.
+    pub(crate) fn create(
+        parsed: &TpmUri,
+        uri: &str,
+        alg: Algorithm,
+        overwrite: bool,
+    ) -> Result<Self> {
+        let tcti = tcti::resolve(parsed.tcti.as_deref())?;
+        let auth = read_auth(parsed.auth_source.as_deref())?;
+        if let TpmKeyRef::Path(path) = &parsed.key {
+            if !overwrite && fs::symlink_metadata(path).is_ok() {
+                return Err(Error::KeyExists(path.display().to_string()));
+            }
+        }
+        let device = Device::get(tcti);
+        if let TpmKeyRef::Handle(h) = parsed.key {
+            if !overwrite && device.persistent_exists(h)? {
+                return Err(Error::KeyExists(format!(
+                    "TPM persistent handle {h:#010x} (evict it with `tpm2_evictcontrol -C o -c {h:#010x}` or choose another handle)"
+                )));
+            }
+        }
+        let template = template::signing_key(alg)?;
+        let (public, private) = device.create(&template, auth.as_ref())?;
+        match &parsed.key {
+            TpmKeyRef::Path(path) => {
+                let file = KeyFile {
+                    empty_auth: auth.is_none(),
+                    parent: OWNER,
+                    public: public_to_tpm2b(&public)?,
+                    private: private_to_tpm2b(&private)?,
+                };
+                let pem = file.to_pem()?;
+                super::software::write_key_file(path, pem.as_bytes(), overwrite)?;
+            }
+            TpmKeyRef::Handle(h) => {
+                let blob = KeySpec {
+                    id: 0,
+                    source: Source::Blob {
+                        parent: OWNER,
+                        public,
+                        private,
+                    },
+                    auth: None,
+                    name: redact(uri),
+                };
+                device.persist(&blob, *h, overwrite)?;
+            }
+        }
+        let mut reopen = parsed.clone();
+        reopen.alg = Some(alg);
+        Self::open(&reopen, uri)
+    }
+}
+
+impl TpmKey {
+    /// JWS PS256 needs a 32-byte salt (RFC 7518 §3.5). TPMs use the hash
+    /// length (swtpm/libtpms, current spec) or, on some older firmware, the
+    /// maximum; the latter cannot make PS256 signatures, and saying so
+    /// beats a bare pair-check failure.
+    fn check_pss_salt(&self) -> Result<()> {
+        use rsa::pkcs8::DecodePublicKey;
+        use rsa::signature::Verifier;
+        let probe = b"popkey PSS salt-length probe";
+        let sig = self.sign(probe)?;
+        let Ok(public) = rsa::RsaPublicKey::from_public_key_der(&self.info.jwk.to_spki_der()?)
+        else {
+            return Ok(());
+        };
+        let Ok(sig) = rsa::pss::Signature::try_from(sig.as_slice()) else {
+            return Ok(());
+        };
+        let verifies = |salt: usize| {
+            rsa::pss::VerifyingKey::<Sha256>::new_with_salt_len(public.clone(), salt)
+                .verify(probe, &sig)
+                .is_ok()
+        };
+        if verifies(32) {
+            return Ok(());
+        }
+        let em_len = (rsa::traits::PublicKeyParts::n(&public).bits() + 6) / 8;
+        if em_len > 34 && verifies(em_len - 34) {
+            return Err(Error::AlgorithmMismatch(format!(
+                "{}: this TPM makes RSA-PSS signatures with the maximum salt length ({} bytes); JWS PS256 requires a 32-byte salt, so use RS256 with this TPM",
+                self.spec.name,
+                em_len - 34
+            )));
+        }
+        Ok(())
+    }
+}
+
+impl Backend for TpmKey {
+    fn algorithm(&self) -> Algorithm {
+        self.info.alg
+    }
+
+    fn public_key(&self) -> &PublicJwk {
+        &self.info.jwk
+    }
+
+    fn location(&self) -> KeyLocation {
+        KeyLocation {
+            backend: "tpm",
+            hardware: true,
+            non_exportable: self.info.non_exportable,
+        }
+    }
+
+    /// Hashes in software, then one TPM2_Sign with a NULL hashcheck ticket.
+    fn sign(&self, signing_input: &[u8]) -> Result<Vec<u8>> {
+        let digest = Digest::try_from(Sha256::digest(signing_input).to_vec()).map_err(|e| {
+            Error::Backend {
+                backend: "tpm",
+                message: format!("cannot pass the digest to the TSS: {e}"),
+            }
+        })?;
+        let sig = self
+            .device
+            .device
+            .sign(&self.spec, &digest, self.info.scheme)?;
+        let bad = |what: &str| Error::Backend {
+            backend: "tpm",
+            message: format!(
+                "{}: the TPM returned {what} for a {} key",
+                self.spec.name, self.info.alg
+            ),
+        };
+        let n = self.info.sig_part_len;
+        match (&sig, self.info.alg) {
+            (Signature::EcDsa(s), Algorithm::ES256) => {
+                let r = left_pad(s.signature_r().value(), n)
+                    .ok_or_else(|| bad("an r over 32 bytes"))?;
+                let s = left_pad(s.signature_s().value(), n)
+                    .ok_or_else(|| bad("an s over 32 bytes"))?;
+                Ok([r, s].concat())
+            }
+            (Signature::RsaSsa(s), Algorithm::RS256) | (Signature::RsaPss(s), Algorithm::PS256) => {
+                left_pad(s.signature().value(), n).ok_or_else(|| bad("an over-long RSA signature"))
+            }
+            (other, _) => Err(bad(&format!("a {:?} signature", other.algorithm()))),
+        }
+    }
+}
+
+/// Reads the auth value file: raw bytes, one trailing newline ignored.
+fn read_auth(path: Option<&Path>) -> Result<Option<Auth>> {
+    let Some(path) = path else { return Ok(None) };
+    let io = |source| Error::Io {
+        action: "cannot read the auth-source file",
+        path: path.to_path_buf(),
+        source,
+    };
+    let mut bytes = zeroize::Zeroizing::new(Vec::new());
+    fs::File::open(path)
+        .map_err(io)?
+        .take(1024)
+        .read_to_end(&mut bytes)
+        .map_err(io)?;
+    let mut len = bytes.len();
+    if bytes[..len].ends_with(b"\n") {
+        len -= 1;
+        if bytes[..len].ends_with(b"\r") {
+            len -= 1;
+        }
+    }
+    if len == 0 {
+        return Ok(None);
+    }
+    if len > MAX_AUTH_LEN {
+        return Err(Error::TpmAuthFailed {
+            key: path.display().to_string(),
+            reason: format!(
+                "the auth value in the auth-source file is {len} bytes; a TPM key's auth value is at most {MAX_AUTH_LEN} bytes"
+            ),
+        });
+    }
+    Auth::try_from(bytes[..len].to_vec())
+        .map(Some)
+        .map_err(|e| Error::TpmAuthFailed {
+            key: path.display().to_string(),
+            reason: format!("unusable auth value: {e}"),
+        })
+}
+
+fn read_key_file(path: &Path) -> Result<KeyFile> {
+    let meta = fs::metadata(path).map_err(|e| {
+        if e.kind() == std::io::ErrorKind::NotFound {
+            Error::KeyNotFound(format!(
+                "{} does not exist; create it with `popkey key create --key 'tpm:path={}'`",
+                path.display(),
+                path.display()
+            ))
+        } else {
+            Error::Io {
+                action: "cannot read",
+                path: path.to_path_buf(),
+                source: e,
+            }
+        }
+    })?;
+    if meta.len() > MAX_FILE_LEN {
+        return Err(Error::MalformedKey {
+            source_name: path.display().to_string(),
+            reason: format!("{} bytes is too large for a TPM key file", meta.len()),
+        });
+    }
+    let bytes = fs::read(path).map_err(|e| Error::Io {
+        action: "cannot read",
+        path: path.to_path_buf(),
+        source: e,
+    })?;
+    let text = std::str::from_utf8(&bytes).map_err(|_| Error::MalformedKey {
+        source_name: path.display().to_string(),
+        reason: "not a text (PEM) file".into(),
+    })?;
+    KeyFile::from_pem(text, path)
+}
+
+fn blob_source(file: &KeyFile, path: &Path) -> Result<Source> {
+    let malformed = |reason: String| Error::MalformedKey {
+        source_name: path.display().to_string(),
+        reason,
+    };
+    let public = public_from_tpm2b(&file.public).map_err(&malformed)?;
+    let private = private_from_tpm2b(&file.private).map_err(&malformed)?;
+    Ok(Source::Blob {
+        parent: file.parent,
+        public,
+        private,
+    })
+}
+
+/// Splits a TPM2B (big-endian u16 size, then exactly that many bytes).
+fn tpm2b_body<'a>(bytes: &'a [u8], what: &str) -> std::result::Result<&'a [u8], String> {
+    match bytes {
+        [hi, lo, body @ ..]
+            if usize::from(u16::from_be_bytes([*hi, *lo])) == body.len() && !body.is_empty() =>
+        {
+            Ok(body)
+        }
+        _ => Err(format!("the {what} is not a well-formed TPM2B structure")),
+    }
+}
+
+fn with_size(body: Vec<u8>, what: &str) -> Result<Vec<u8>> {
+    let len = u16::try_from(body.len()).map_err(|_| Error::Backend {
+        backend: "tpm",
+        message: format!("the {what} is too large to encode"),
+    })?;
+    let mut out = Vec::with_capacity(body.len() + 2);
+    out.extend_from_slice(&len.to_be_bytes());
+    out.extend(body);
+    Ok(out)
+}
+
+fn public_from_tpm2b(bytes: &[u8]) -> std::result::Result<Public, String> {
+    let body = tpm2b_body(bytes, "public key (TPM2B_PUBLIC)")?;
+    let public = Public::unmarshall(body)
+        .map_err(|e| format!("the public key (TPM2B_PUBLIC) does not unmarshal: {e}"))?;
+    // Unmarshalling stops at the end of the structure; the size must match.
+    match public.marshall() {
+        Ok(again) if again.len() == body.len() => Ok(public),
+        _ => Err("the public key (TPM2B_PUBLIC) has trailing bytes".into()),
+    }
+}
+
+fn private_from_tpm2b(bytes: &[u8]) -> std::result::Result<Private, String> {
+    let body = tpm2b_body(bytes, "private key blob (TPM2B_PRIVATE)")?;
+    Private::try_from(body.to_vec())
+        .map_err(|e| format!("the private key blob (TPM2B_PRIVATE) is unusable: {e}"))
+}
+
+fn public_to_tpm2b(public: &Public) -> Result<Vec<u8>> {
+    let body = public.marshall().map_err(|e| Error::Backend {
+        backend: "tpm",
+        message: format!("cannot marshal the public area: {e}"),
+    })?;
+    with_size(body, "public area")
+}
+
+fn private_to_tpm2b(private: &Private) -> Result<Vec<u8>> {
+    with_size(private.value().to_vec(), "private blob")
+}
