@@ -143,8 +143,9 @@ impl KeyUri {
     /// ```
     pub fn parse(uri: &str) -> Result<Self> {
         if uri.len() > MAX_URI_LEN {
+            let start: String = uri.chars().take(64).collect();
             return Err(Error::uri(
-                &uri[..64.min(uri.len())],
+                &start,
                 format!("longer than {MAX_URI_LEN} bytes"),
             ));
         }
@@ -637,6 +638,14 @@ mod tests {
                 other => panic!("{bad}: {other:?}"),
             }
         }
+    }
+
+    #[test]
+    fn long_uris_with_multibyte_characters_do_not_panic() {
+        // Found by the key_uri fuzz target: the error message cut the URI at
+        // byte 64, inside a multi-byte character.
+        let uri = format!("pkcs11:{}{}", "a".repeat(55), "\u{10c70d}".repeat(2000));
+        assert!(matches!(KeyUri::parse(&uri), Err(Error::InvalidUri { .. })));
     }
 
     #[test]
