@@ -12,6 +12,7 @@ use sha2::{Digest, Sha256};
 use crate::alg::Algorithm;
 use crate::b64;
 use crate::error::{Error, Result};
+use crate::text::clip;
 
 /// Smallest RSA modulus popkey accepts, in bits (RFC 7518 §3.3).
 pub const MIN_RSA_BITS: usize = 2048;
@@ -135,7 +136,7 @@ impl PublicJwk {
                 if crv != "P-256" {
                     return Err(Error::jwk(format!(
                         "curve `{}` is not supported; only P-256",
-                        clip(crv)
+                        clip(crv, 32)
                     )));
                 }
                 let x = b64_member(map, "x")?;
@@ -157,7 +158,7 @@ impl PublicJwk {
             }
             other => Err(Error::jwk(format!(
                 "key type `{}` is not supported; only EC (P-256) and RSA",
-                clip(other)
+                clip(other, 32)
             ))),
         }
     }
@@ -324,8 +325,4 @@ fn str_member<'a>(map: &'a Map<String, Value>, name: &str) -> Result<&'a str> {
 
 fn b64_member(map: &Map<String, Value>, name: &str) -> Result<Vec<u8>> {
     b64::decode(str_member(map, name)?).map_err(|e| Error::jwk(format!("`{name}`: {e}")))
-}
-
-fn clip(s: &str) -> String {
-    s.chars().take(32).collect()
 }

@@ -58,6 +58,7 @@ mod key;
 mod provider;
 pub mod shr;
 mod signer;
+mod text;
 mod uri;
 pub mod verify;
 

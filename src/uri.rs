@@ -17,6 +17,7 @@ use zeroize::Zeroizing;
 
 use crate::alg::Algorithm;
 use crate::error::{Error, Result};
+use crate::text::clip;
 
 /// Longest key URI accepted.
 const MAX_URI_LEN: usize = 4096;
@@ -218,7 +219,10 @@ fn pairs<'a>(uri: &str, text: &'a str, sep: char) -> Result<Vec<(&'a str, &'a st
     }
     for part in text.split(sep) {
         let (name, value) = part.split_once('=').ok_or_else(|| {
-            Error::uri(uri, format!("attribute `{}` has no `=value`", clip(part)))
+            Error::uri(
+                uri,
+                format!("attribute `{}` has no `=value`", clip(part, 40)),
+            )
         })?;
         if name.is_empty() {
             return Err(Error::uri(uri, "an attribute has an empty name"));
@@ -226,7 +230,7 @@ fn pairs<'a>(uri: &str, text: &'a str, sep: char) -> Result<Vec<(&'a str, &'a st
         if out.iter().any(|(n, _)| *n == name) {
             return Err(Error::uri(
                 uri,
-                format!("attribute `{}` appears more than once", clip(name)),
+                format!("attribute `{}` appears more than once", clip(name, 40)),
             ));
         }
         out.push((name, value));
@@ -265,7 +269,7 @@ fn parse_alg(uri: &str, v: &str) -> Result<Algorithm> {
     v.parse().map_err(|_| {
         Error::uri(
             uri,
-            format!("alg `{}` is not ES256, RS256 or PS256", clip(v)),
+            format!("alg `{}` is not ES256, RS256 or PS256", clip(v, 40)),
         )
     })
 }
@@ -275,7 +279,7 @@ fn parse_bits(uri: &str, v: &str) -> Result<usize> {
         Ok(b @ (2048 | 3072 | 4096)) => Ok(b),
         _ => Err(Error::uri(
             uri,
-            format!("bits `{}` must be 2048, 3072 or 4096", clip(v)),
+            format!("bits `{}` must be 2048, 3072 or 4096", clip(v, 40)),
         )),
     }
 }
@@ -314,7 +318,7 @@ fn parse_mem(uri: &str, rest: &str) -> Result<MemUri> {
                         uri,
                         format!(
                             "rotate `{}` is not a duration like 8h, 30m or 90s",
-                            clip(value)
+                            clip(value, 40)
                         ),
                     )
                 })?)
@@ -324,7 +328,7 @@ fn parse_mem(uri: &str, rest: &str) -> Result<MemUri> {
                     uri,
                     format!(
                         "unknown mem: attribute `{}`; known: alg, rotate, bits",
-                        clip(other)
+                        clip(other, 40)
                     ),
                 ))
             }
@@ -373,7 +377,7 @@ fn parse_file(uri: &str, rest: &str) -> Result<FileUri> {
                     uri,
                     format!(
                         "unknown file: attribute `{}`; known: alg, bits",
-                        clip(other)
+                        clip(other, 40)
                     ),
                 ))
             }
@@ -395,7 +399,7 @@ fn parse_pkcs11(uri: &str, rest: &str) -> Result<Pkcs11Uri> {
             "id" => p.id = Some(pct_decode(uri, value)?),
             "slot-id" => {
                 p.slot_id = Some(pct_string(uri, name, value)?.parse().map_err(|_| {
-                    Error::uri(uri, format!("slot-id `{}` is not a number", clip(value)))
+                    Error::uri(uri, format!("slot-id `{}` is not a number", clip(value, 40)))
                 })?)
             }
             "type" => {
@@ -403,7 +407,7 @@ fn parse_pkcs11(uri: &str, rest: &str) -> Result<Pkcs11Uri> {
                 if !matches!(t.as_str(), "private" | "public" | "cert" | "secret-key" | "data") {
                     return Err(Error::uri(
                         uri,
-                        format!("type `{}` is not one of private, public, cert, secret-key, data", clip(&t)),
+                        format!("type `{}` is not one of private, public, cert, secret-key, data", clip(&t, 40)),
                     ));
                 }
                 p.object_type = Some(t);
@@ -417,7 +421,7 @@ fn parse_pkcs11(uri: &str, rest: &str) -> Result<Pkcs11Uri> {
                     uri,
                     format!(
                         "unknown pkcs11: path attribute `{}`; known: token, manufacturer, model, serial, slot-id, object, id, type",
-                        clip(other)
+                        clip(other, 40)
                     ),
                 ))
             }
@@ -441,7 +445,7 @@ fn parse_pkcs11(uri: &str, rest: &str) -> Result<Pkcs11Uri> {
                     uri,
                     format!(
                         "unknown pkcs11: query attribute `{}`; known: module-path, pin-value, pin-source, alg",
-                        clip(other)
+                        clip(other, 40)
                     ),
                 ))
             }
@@ -489,7 +493,7 @@ fn parse_tpm(uri: &str, rest: &str) -> Result<TpmUri> {
                     uri,
                     format!(
                         "unknown tpm: attribute `{}`; known: handle, path, tcti, auth-source, alg",
-                        clip(other)
+                        clip(other, 40)
                     ),
                 ))
             }
@@ -503,7 +507,7 @@ fn parse_tpm(uri: &str, rest: &str) -> Result<TpmUri> {
                     uri,
                     format!(
                         "unknown or repeated tpm: query attribute `{}`; known: alg",
-                        clip(other)
+                        clip(other, 40)
                     ),
                 ))
             }
@@ -524,7 +528,7 @@ fn parse_handle(uri: &str, text: &str) -> Result<u32> {
             uri,
             format!(
                 "handle `{}` is not a persistent handle (0x81000000-0x81FFFFFF)",
-                clip(text)
+                clip(text, 40)
             ),
         )
     };
@@ -537,14 +541,6 @@ fn parse_handle(uri: &str, text: &str) -> Result<u32> {
         return Err(bad());
     }
     Ok(h)
-}
-
-fn clip(s: &str) -> String {
-    let mut out: String = s.chars().take(40).collect();
-    if out.len() < s.len() {
-        out.push('…');
-    }
-    out
 }
 
 #[cfg(test)]

@@ -7,6 +7,7 @@ use serde_json::{Map, Value};
 use super::jose::{check_time, embedded_key, ParsedJws};
 use super::token::{check_binding, AccessTokenValidator};
 use super::{common_builders, err, replay_id, Common, ErrorKind, VerifyError};
+use crate::text::clip;
 
 /// Longest `jti` accepted.
 const MAX_JTI_LEN: usize = 256;
@@ -122,7 +123,7 @@ impl DpopVerifier {
                 ErrorKind::MethodMismatch,
                 format!(
                     "proof is for {} but the request is {}",
-                    clip(htm),
+                    clip(htm, 96),
                     target.method()
                 ),
             ));
@@ -135,7 +136,7 @@ impl DpopVerifier {
                 ErrorKind::UrlMismatch,
                 format!(
                     "proof is for `{}` but the request is for `{expected}`",
-                    clip(htu)
+                    clip(htu, 96)
                 ),
             ));
         }
@@ -259,10 +260,6 @@ fn hex_value(d: u8) -> u8 {
         b'a'..=b'f' => d - b'a' + 10,
         _ => d - b'A' + 10,
     }
-}
-
-fn clip(s: &str) -> String {
-    s.chars().take(96).collect()
 }
 
 #[cfg(test)]

@@ -8,6 +8,7 @@ use sha2::{Digest, Sha256};
 use super::jose::{check_time, embedded_key, ParsedJws};
 use super::token::{check_binding, AccessTokenValidator};
 use super::{common_builders, err, replay_id, Common, ErrorKind, Request, VerifyError};
+use crate::text::clip;
 
 /// What a verified SHR says.
 #[derive(Debug, Clone)]
@@ -135,7 +136,7 @@ impl ShrVerifier {
                 ErrorKind::MethodMismatch,
                 format!(
                     "signed for {} but the request is {}",
-                    clip(m),
+                    clip(m, 64),
                     target.method()
                 ),
             ));
@@ -201,13 +202,13 @@ impl ShrVerifier {
                 [] => {
                     return Err(mismatch(format!(
                         "signed query parameter `{}` is not in the request",
-                        clip(name)
+                        clip(name, 64)
                     )))
                 }
                 _ => {
                     return Err(mismatch(format!(
                         "query parameter `{}` appears more than once",
-                        clip(name)
+                        clip(name, 64)
                     )))
                 }
             }
@@ -221,7 +222,7 @@ impl ShrVerifier {
             if let Some((n, _)) = pairs.iter().find(|(n, _)| !names.iter().any(|m| m == n)) {
                 return Err(mismatch(format!(
                     "query parameter `{}` is not signed",
-                    clip(n)
+                    clip(n, 64)
                 )));
             }
         }
@@ -254,13 +255,13 @@ impl ShrVerifier {
                 [] => {
                     return Err(mismatch(format!(
                         "signed header `{}` is not in the request",
-                        clip(name)
+                        clip(name, 64)
                     )))
                 }
                 _ => {
                     return Err(mismatch(format!(
                         "header `{}` appears more than once",
-                        clip(name)
+                        clip(name, 64)
                     )))
                 }
             }
@@ -278,7 +279,7 @@ impl ShrVerifier {
                 .iter()
                 .find(|(n, _)| !n.eq_ignore_ascii_case("authorization") && !covered(n))
             {
-                return Err(mismatch(format!("header `{}` is not signed", clip(n))));
+                return Err(mismatch(format!("header `{}` is not signed", clip(n, 64))));
             }
         }
         Ok(())
@@ -346,7 +347,7 @@ fn check_host(u: &str, target: &crate::HttpTarget) -> Result<(), VerifyError> {
             ErrorKind::UrlMismatch,
             format!(
                 "signed for host `{}` but the request is for `{expected}`",
-                clip(u)
+                clip(u, 64)
             ),
         ))
     }
@@ -367,12 +368,8 @@ fn check_path(p: &str, target: &crate::HttpTarget) -> Result<(), VerifyError> {
             ErrorKind::UrlMismatch,
             format!(
                 "signed for path `{}` but the request is for `{actual}`",
-                clip(p)
+                clip(p, 64)
             ),
         ))
     }
-}
-
-fn clip(s: &str) -> String {
-    s.chars().take(64).collect()
 }

@@ -12,6 +12,7 @@ use std::str::FromStr;
 use tss_esapi::tcti_ldr::TctiNameConf;
 
 use crate::error::{Error, Result};
+use crate::text::clip;
 
 /// The TCTI used when neither the URI nor the environment names one.
 pub(crate) const DEFAULT_TCTI: &str = "device:/dev/tpmrm0";
@@ -55,7 +56,7 @@ fn resolve_with(explicit: Option<&str>, env: impl Fn(&str) -> Option<String>) ->
 /// Parses `name[:config]` for the TCTIs popkey knows.
 pub(crate) fn parse(text: &str) -> Result<Tcti> {
     let bad = |reason: String| Error::InvalidTcti {
-        tcti: clip(text),
+        tcti: clip(text, 80),
         reason,
     };
     let (name, conf) = text.split_once(':').unwrap_or((text, ""));
@@ -80,7 +81,7 @@ pub(crate) fn parse(text: &str) -> Result<Tcti> {
                 if key != "bus_name" && key != "bus_type" {
                     return Err(bad(format!(
                         "unknown tabrmd option `{}`; known: bus_name, bus_type",
-                        clip(key)
+                        clip(key, 80)
                     )));
                 }
             }
@@ -89,7 +90,7 @@ pub(crate) fn parse(text: &str) -> Result<Tcti> {
         other => {
             return Err(bad(format!(
                 "unknown TCTI `{}`; use device:/dev/tpmrm0, swtpm:host=H,port=P, mssim:host=H,port=P or tabrmd",
-                clip(other)
+                clip(other, 80)
             )))
         }
     };
@@ -109,7 +110,7 @@ fn host_port(conf: &str) -> std::result::Result<(String, u16), String> {
     for item in conf.split(',').filter(|s| !s.is_empty()) {
         let (key, value) = item
             .split_once('=')
-            .ok_or_else(|| format!("`{}` is not key=value", clip(item)))?;
+            .ok_or_else(|| format!("`{}` is not key=value", clip(item, 80)))?;
         match key {
             "host" => {
                 let ok = !value.is_empty()
@@ -117,7 +118,7 @@ fn host_port(conf: &str) -> std::result::Result<(String, u16), String> {
                         .chars()
                         .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '-' | ':'));
                 if !ok || host.is_some() {
-                    return Err(format!("bad or repeated host `{}`", clip(value)));
+                    return Err(format!("bad or repeated host `{}`", clip(value, 80)));
                 }
                 host = Some(value.to_owned());
             }
@@ -129,7 +130,7 @@ fn host_port(conf: &str) -> std::result::Result<(String, u16), String> {
                     .ok_or_else(|| {
                         format!(
                             "port `{}` is not a TCP port (1-65534; the next one is the control port)",
-                            clip(value)
+                            clip(value, 80)
                         )
                     })?;
                 if port.is_some() {
@@ -140,7 +141,7 @@ fn host_port(conf: &str) -> std::result::Result<(String, u16), String> {
             other => {
                 return Err(format!(
                     "unknown option `{}`; known: host, port",
-                    clip(other)
+                    clip(other, 80)
                 ))
             }
         }
@@ -178,14 +179,6 @@ pub(crate) fn unreachable_hint(tcti: &Tcti) -> String {
         ),
         _ => "is tpm2-abrmd running and is its TCTI library (libtss2-tcti-tabrmd) installed?".into(),
     }
-}
-
-fn clip(s: &str) -> String {
-    let mut out: String = s.chars().take(80).collect();
-    if out.len() < s.len() {
-        out.push('…');
-    }
-    out
 }
 
 #[cfg(test)]
