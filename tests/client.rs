@@ -616,3 +616,111 @@ async fn cli_token_and_call() {
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("--client-secret-file"));
 }
+
+#[tokio::test]
+async fn every_attempt_carries_a_fresh_proof_and_posts_are_not_repeated() {
+    let key = PopKey::open("mem:").unwrap();
+    let server = start(|_| {}, &key).await;
+    for scheme in [Scheme::Dpop, Scheme::Pop] {
+        let c = client(
+            &server,
+            &key,
+            scheme,
+            ClientAuth::secret(SECRET),
+            "app-secret",
+        );
+        c.token().await.unwrap();
+        server.stats.api_credentials.lock().unwrap().clear();
+        server.stats.api_throttled.store(1, Ordering::SeqCst);
+        server.stats.api_errors.store(1, Ordering::SeqCst);
+        body(c.get(&server.api).await.unwrap()).await;
+        let seen = server.stats.api_credentials.lock().unwrap().clone();
+        let proofs: Vec<&String> = seen.iter().filter(|v| !v.starts_with("DPoP ")).collect();
+        assert_eq!(proofs.len(), 3, "{scheme:?}: three attempts");
+        let unique: std::collections::HashSet<_> = proofs.iter().collect();
+        assert_eq!(unique.len(), 3, "{scheme:?}: never the same proof twice");
+    }
+    // A POST answered 500 is not sent again (it may have been applied); 429 is.
+    let c = client(
+        &server,
+        &key,
+        Scheme::Dpop,
+        ClientAuth::secret(SECRET),
+        "app-secret",
+    );
+    let before = server.stats.api_requests.load(Ordering::SeqCst);
+    server.stats.api_errors.store(1, Ordering::SeqCst);
+    let resp = c
+        .send(
+            reqwest::Method::POST,
+            &server.api,
+            &[],
+            Some(b"{}".to_vec()),
+        )
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 500);
+    assert_eq!(server.stats.api_requests.load(Ordering::SeqCst), before + 1);
+    server.stats.api_throttled.store(1, Ordering::SeqCst);
+    let resp = c
+        .send(
+            reqwest::Method::POST,
+            &server.api,
+            &[],
+            Some(b"{}".to_vec()),
+        )
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+    assert_eq!(server.stats.api_requests.load(Ordering::SeqCst), before + 3);
+}
+
+#[tokio::test]
+async fn absurd_expires_in_does_not_panic() {
+    let key = PopKey::open("mem:").unwrap();
+    let server = start(|c| c.expires_in = Some(10_000_000_000_000_000_000), &key).await;
+    let c = client(
+        &server,
+        &key,
+        Scheme::Pop,
+        ClientAuth::secret(SECRET),
+        "app-secret",
+    );
+    c.token().await.unwrap();
+    c.token().await.unwrap();
+    assert_eq!(server.stats.token_requests.load(Ordering::SeqCst), 1);
+}
+
+#[test]
+fn plain_http_token_endpoints_only_on_loopback() {
+    let r = |u: &str| TokenRequest::new(u, "c", &["s"], Scheme::Pop, ClientAuth::secret("x"));
+    assert!(matches!(
+        r("http://login.example.com/t/oauth2/v2.0/token"),
+        Err(Error::Config(_))
+    ));
+    for ok in [
+        "http://127.0.0.1:8080/t",
+        "http://localhost/t",
+        "http://[::1]/t",
+        "https://login.example.com/t",
+    ] {
+        r(ok).unwrap_or_else(|e| panic!("{ok}: {e}"));
+    }
+}
+
+#[test]
+fn pop_client_futures_are_send() {
+    fn is_send<T: Send>(_: &T) {}
+    let key = PopKey::open("mem:").unwrap();
+    let req = TokenRequest::new(
+        "http://127.0.0.1:1/t",
+        "c",
+        &["s"],
+        Scheme::Dpop,
+        ClientAuth::secret("x"),
+    )
+    .unwrap();
+    let c = PopClient::new(key, req).unwrap();
+    is_send(&c.get("http://127.0.0.1:1/x"));
+    is_send(&c.token());
+}

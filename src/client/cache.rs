@@ -46,6 +46,9 @@ struct Cached {
     expires_at: Instant,
 }
 
+/// Longest lifetime the cache plans with, whatever `expires_in` says.
+const MAX_LIFETIME_SECS: u64 = 86_400;
+
 type Slot = Arc<tokio::sync::Mutex<Option<Cached>>>;
 
 /// An in-memory token cache with single-flight refresh.
@@ -108,7 +111,9 @@ impl TokenCache {
         }
         match fetch().await {
             Ok(token) => {
-                let life = Duration::from_secs(token.expires_in);
+                // A server's number is not trusted to be sane: past a day the
+                // token is simply refreshed daily (and `Instant` cannot overflow).
+                let life = Duration::from_secs(token.expires_in.min(MAX_LIFETIME_SECS));
                 let margin = (life / 10).min(Duration::from_secs(300));
                 let refresh = token
                     .refresh_in

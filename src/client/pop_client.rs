@@ -47,32 +47,43 @@ impl RetryPolicy {
     }
 }
 
-fn retryable(status: StatusCode) -> bool {
-    status == StatusCode::TOO_MANY_REQUESTS || status.is_server_error()
+/// Whether an answer is worth another attempt: 429 and 503 say the request
+/// was not processed; other 5xx only for requests that are safe to repeat.
+fn retryable(status: StatusCode, idempotent: bool) -> bool {
+    status == StatusCode::TOO_MANY_REQUESTS
+        || status == StatusCode::SERVICE_UNAVAILABLE
+        || (idempotent && status.is_server_error())
 }
 
-/// Sends what `build` makes, retrying 429, 5xx and connection failures per
-/// `policy` (honouring `Retry-After`). Returns the last response.
-pub(crate) async fn send_with_retry<F>(
+/// Sends what `build` makes, building it afresh for every attempt (a proof
+/// must never be sent twice), and retries per `policy`: 429 and 503 always,
+/// other 5xx and timeouts only when `idempotent`, connection failures always
+/// (nothing was sent). Honours `Retry-After`. Returns the last response.
+pub(crate) async fn send_with_retry<F, Fut>(
     policy: &RetryPolicy,
     url: &Url,
-    build: F,
+    idempotent: bool,
+    mut build: F,
 ) -> Result<Response>
 where
-    F: Fn() -> reqwest::RequestBuilder,
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<reqwest::RequestBuilder>>,
 {
     let mut attempt = 0;
     loop {
-        match build().send().await {
-            Ok(resp) if retryable(resp.status()) && attempt < policy.max_retries => {
+        match build().await?.send().await {
+            Ok(resp) if retryable(resp.status(), idempotent) && attempt < policy.max_retries => {
                 let wait = policy.delay(attempt, header(&resp, "Retry-After").as_deref());
                 tracing::debug!(status = resp.status().as_u16(), ?wait, url = %display_url(url), "retrying");
                 tokio::time::sleep(wait).await;
             }
             Ok(resp) => return Ok(resp),
-            Err(e) if (e.is_connect() || e.is_timeout()) && attempt < policy.max_retries => {
+            Err(e)
+                if (e.is_connect() || (idempotent && e.is_timeout()))
+                    && attempt < policy.max_retries =>
+            {
                 let wait = policy.delay(attempt, None);
-                tracing::debug!(error = %e, ?wait, url = %display_url(url), "retrying after a transport error");
+                tracing::debug!(error = %transport_message(&e), ?wait, url = %display_url(url), "retrying after a transport error");
                 tokio::time::sleep(wait).await;
             }
             Err(e) => {
@@ -153,7 +164,11 @@ impl PopClient {
     }
 
     /// A client with your own `reqwest::Client`, cache (share one between
-    /// clients) and retry policy.
+    /// clients) and retry policy. Build that client with
+    /// `redirect(reqwest::redirect::Policy::none())` and timeouts, as
+    /// [`PopClient::new`] does: a proof is bound to one URL, and a 307/308
+    /// redirect would resend a token request's body (with its client
+    /// secret) to another host.
     pub fn with_parts(
         key: PopKey,
         request: TokenRequest,
@@ -207,17 +222,36 @@ impl PopClient {
         headers: &[(&str, &str)],
         body: Option<Vec<u8>>,
     ) -> Result<Response> {
-        let parsed =
-            Url::parse(url).map_err(|e| Error::request(format!("`{url}` is not a URL: {e}")))?;
+        let parsed = Url::parse(url).map_err(|e| {
+            Error::request(format!(
+                "`{}` is not a URL: {e}",
+                crate::text::clip(url.split(['?', '#']).next().unwrap_or_default(), 80)
+            ))
+        })?;
         let origin = origin(&parsed);
         let token = self.token().await?;
+        let idempotent = matches!(
+            method,
+            Method::GET
+                | Method::HEAD
+                | Method::OPTIONS
+                | Method::PUT
+                | Method::DELETE
+                | Method::TRACE
+        );
         let mut nonce_retry_done = false;
         loop {
-            let nonce = self.nonces.get(&origin);
-            let auth = self
-                .authorization(&method, url, &token, nonce.as_deref())
-                .await?;
-            let resp = send_with_retry(&self.retry, &parsed, || {
+            // The nonce the last attempt was signed with.
+            let used = std::sync::Mutex::new(None::<String>);
+            let resp = send_with_retry(&self.retry, &parsed, idempotent, || async {
+                // A fresh proof for every attempt, with the latest nonce.
+                let nonce = self.nonces.get(&origin);
+                if let Ok(mut u) = used.lock() {
+                    u.clone_from(&nonce);
+                }
+                let auth = self
+                    .authorization(&method, url, &token, nonce.as_deref())
+                    .await?;
                 let mut b = self.http.request(method.clone(), parsed.clone());
                 for (n, v) in headers {
                     b = b.header(*n, *v);
@@ -229,9 +263,10 @@ impl PopClient {
                 if let Some(body) = &body {
                     b = b.body(body.clone());
                 }
-                b
+                Ok(b)
             })
             .await?;
+            let nonce = used.into_inner().unwrap_or_else(|e| e.into_inner());
             if let Some(n) = header(&resp, "DPoP-Nonce") {
                 self.nonces.set(&origin, &n);
             }

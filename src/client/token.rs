@@ -162,6 +162,14 @@ impl TokenRequest {
                 "token endpoint `{token_endpoint}` must be an http(s) URL"
             )));
         }
+        // Client secrets and assertions travel in the body: plain http only
+        // to this machine (local authorities, tests).
+        if url.scheme() == "http" && !is_loopback(&url) {
+            return Err(Error::Config(format!(
+                "token endpoint `{}` must use https (plain http is allowed for loopback addresses only)",
+                display_url(&url)
+            )));
+        }
         if client_id.is_empty() {
             return Err(Error::Config("the client id is empty".into()));
         }
@@ -237,80 +245,95 @@ impl TokenClient {
         }
     }
 
+    /// One token request, made afresh for every attempt: a new client
+    /// assertion (its `jti` must not repeat) and a new DPoP proof with the
+    /// latest nonce.
+    async fn build(
+        &self,
+        req: &TokenRequest,
+        key: &PopKey,
+        origin: &str,
+    ) -> Result<reqwest::RequestBuilder> {
+        let endpoint = &req.token_endpoint;
+        // Zeroized on drop: the form may carry the client secret.
+        let mut form: Vec<(&str, Zeroizing<String>)> = vec![
+            ("grant_type", Zeroizing::new("client_credentials".into())),
+            ("client_id", Zeroizing::new(req.client_id.clone())),
+        ];
+        if !req.scopes.is_empty() {
+            form.push(("scope", Zeroizing::new(req.scopes.join(" "))));
+        }
+        match &req.auth {
+            ClientAuth::Secret(s) => {
+                form.push(("client_secret", Zeroizing::new(s.as_str().to_owned())))
+            }
+            ClientAuth::PrivateKeyJwt {
+                key,
+                certificate_pem,
+            } => {
+                let (key, cert) = (key.clone(), certificate_pem.clone());
+                let (id, aud) = (req.client_id.clone(), display_url(endpoint));
+                let jwt = sign_blocking(move || {
+                    let mut a = ClientAssertion::new(&id, &aud)?;
+                    if let Some(pem) = cert {
+                        a = a.certificate_pem(&pem, true)?;
+                    }
+                    a.sign(&key)
+                })
+                .await?;
+                form.push((
+                    "client_assertion_type",
+                    Zeroizing::new(ASSERTION_TYPE.into()),
+                ));
+                form.push(("client_assertion", Zeroizing::new(jwt)));
+            }
+        }
+        let mut dpop_header = None;
+        match req.scheme {
+            Scheme::Pop => {
+                form.push(("token_type", Zeroizing::new("pop".into())));
+                form.push(("req_cnf", Zeroizing::new(crate::shr::req_cnf(key))));
+            }
+            Scheme::Dpop => {
+                let nonce = self.nonces.get(origin);
+                let (key, url) = (key.clone(), endpoint.to_string());
+                dpop_header = Some(
+                    sign_blocking(move || {
+                        let mut p = DpopProof::new("POST", &url)?;
+                        if let Some(n) = nonce {
+                            p = p.nonce(&n)?;
+                        }
+                        p.sign(&key)
+                    })
+                    .await?,
+                );
+            }
+            Scheme::Bearer => {}
+        }
+        let body = serde_urlencoded_form(&form);
+        drop(form);
+        let mut b = self
+            .http
+            .post(endpoint.clone())
+            .header("Content-Type", "application/x-www-form-urlencoded")
+            .header("Accept", "application/json")
+            .body(body.to_vec());
+        if let Some(p) = &dpop_header {
+            b = b.header("DPoP", p);
+        }
+        Ok(b)
+    }
+
     /// Requests a token for `req`, bound (for `pop` and `dpop`) to `key`.
     pub async fn request(&self, req: &TokenRequest, key: &PopKey) -> Result<TokenResponse> {
         let endpoint = &req.token_endpoint;
         let origin = origin(endpoint);
         let mut used_fresh_nonce = false;
         loop {
-            // Zeroized on drop: the form may carry the client secret.
-            let mut form: Vec<(&str, Zeroizing<String>)> = vec![
-                ("grant_type", Zeroizing::new("client_credentials".into())),
-                ("client_id", Zeroizing::new(req.client_id.clone())),
-            ];
-            if !req.scopes.is_empty() {
-                form.push(("scope", Zeroizing::new(req.scopes.join(" "))));
-            }
-            match &req.auth {
-                ClientAuth::Secret(s) => {
-                    form.push(("client_secret", Zeroizing::new(s.as_str().to_owned())))
-                }
-                ClientAuth::PrivateKeyJwt {
-                    key,
-                    certificate_pem,
-                } => {
-                    let (key, cert) = (key.clone(), certificate_pem.clone());
-                    let (id, aud) = (req.client_id.clone(), display_url(endpoint));
-                    let jwt = sign_blocking(move || {
-                        let mut a = ClientAssertion::new(&id, &aud)?;
-                        if let Some(pem) = cert {
-                            a = a.certificate_pem(&pem, true)?;
-                        }
-                        a.sign(&key)
-                    })
-                    .await?;
-                    form.push((
-                        "client_assertion_type",
-                        Zeroizing::new(ASSERTION_TYPE.into()),
-                    ));
-                    form.push(("client_assertion", Zeroizing::new(jwt)));
-                }
-            }
-            let mut dpop_header = None;
-            match req.scheme {
-                Scheme::Pop => {
-                    form.push(("token_type", Zeroizing::new("pop".into())));
-                    form.push(("req_cnf", Zeroizing::new(crate::shr::req_cnf(key))));
-                }
-                Scheme::Dpop => {
-                    let nonce = self.nonces.get(&origin);
-                    let (key, url) = (key.clone(), endpoint.to_string());
-                    dpop_header = Some(
-                        sign_blocking(move || {
-                            let mut p = DpopProof::new("POST", &url)?;
-                            if let Some(n) = nonce {
-                                p = p.nonce(&n)?;
-                            }
-                            p.sign(&key)
-                        })
-                        .await?,
-                    );
-                }
-                Scheme::Bearer => {}
-            }
-            let body = serde_urlencoded_form(&form);
-            drop(form);
-            let resp = send_with_retry(&self.retry, endpoint, || {
-                let mut b = self
-                    .http
-                    .post(endpoint.clone())
-                    .header("Content-Type", "application/x-www-form-urlencoded")
-                    .header("Accept", "application/json")
-                    .body(body.to_vec());
-                if let Some(p) = &dpop_header {
-                    b = b.header("DPoP", p);
-                }
-                b
+            // Token requests are safe to repeat (client credentials), so
+            // timeouts and 5xx are retried too.
+            let resp = send_with_retry(&self.retry, endpoint, true, || {
+                self.build(req, key, &origin)
             })
             .await?;
             let status = resp.status().as_u16();
@@ -352,6 +375,16 @@ impl TokenClient {
             })?;
             return parse_token_response(endpoint, status, json, req.scheme);
         }
+    }
+}
+
+/// `localhost`, 127.0.0.0/8 or ::1.
+fn is_loopback(url: &Url) -> bool {
+    match url.host() {
+        Some(url::Host::Domain(d)) => d.eq_ignore_ascii_case("localhost"),
+        Some(url::Host::Ipv4(ip)) => ip.is_loopback(),
+        Some(url::Host::Ipv6(ip)) => ip.is_loopback(),
+        None => false,
     }
 }
 

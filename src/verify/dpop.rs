@@ -107,7 +107,7 @@ impl DpopVerifier {
         }
         // (6)-(8): allowed alg (checked in parse), a public jwk, its signature.
         let key = embedded_key(jws.header.get("jwk"), "jwk")?;
-        jws.verify_signature(proof, &key)?;
+        jws.verify_signature(&key)?;
 
         let jti = jws.str_claim("jti")?;
         if jti.is_empty() || jti.len() > MAX_JTI_LEN {
@@ -181,7 +181,8 @@ impl DpopVerifier {
             let id = replay_id("dpop", &[key.thumbprint().as_bytes(), jti.as_bytes()]);
             store.check_and_record(
                 &id,
-                iat.saturating_add(self.common.max_age + self.common.skew),
+                iat.saturating_add(self.common.max_age)
+                    .saturating_add(self.common.skew),
                 now,
             )?;
         }

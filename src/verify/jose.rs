@@ -21,7 +21,7 @@ pub struct ParsedJws {
     /// The algorithm named in the header, already checked against the
     /// allowed list.
     pub alg: Algorithm,
-    signing_input_len: usize,
+    signing_input: Vec<u8>,
     signature: Vec<u8>,
 }
 
@@ -96,25 +96,20 @@ impl ParsedJws {
             claims,
             payload_bytes,
             alg,
-            signing_input_len: h.len() + 1 + p.len(),
+            signing_input: compact.as_bytes()[..h.len() + 1 + p.len()].to_vec(),
             signature,
         })
     }
 
-    /// Verifies the signature over `compact` (the same text given to
-    /// [`ParsedJws::parse`]) with `key`.
-    pub fn verify_signature(&self, compact: &str, key: &PublicJwk) -> Result<(), VerifyError> {
+    /// Verifies the signature over the parsed JWS's own signing input with `key`.
+    pub fn verify_signature(&self, key: &PublicJwk) -> Result<(), VerifyError> {
         if !key.fits(self.alg) {
             return Err(err(
                 ErrorKind::InvalidKey,
                 format!("an {} key cannot verify {}", key.kty(), self.alg),
             ));
         }
-        let input = compact
-            .as_bytes()
-            .get(..self.signing_input_len)
-            .ok_or_else(|| err(ErrorKind::Malformed, "signing input out of range"))?;
-        key.verify(self.alg, input, &self.signature)
+        key.verify(self.alg, &self.signing_input, &self.signature)
             .map_err(|e| err(ErrorKind::BadSignature, e.to_string()))
     }
 

@@ -171,8 +171,10 @@ fn quoted(value: &str) -> String {
                 out.push('\\');
                 out.push(c);
             }
-            c if c.is_control() => out.push(' '),
-            c => out.push(c),
+            // Only visible ASCII may go into a header value; attacker-chosen
+            // text (an `alg`, a claim) could carry anything else.
+            c if c == ' ' || c.is_ascii_graphic() => out.push(c),
+            _ => out.push('?'),
         }
     }
     out.push('"');
@@ -234,6 +236,12 @@ mod tests {
         assert!(dpop_challenge(&e, &[]).starts_with(r#"DPoP error="invalid_dpop_proof""#));
         assert_eq!(pop_challenge(Some("n1"), None), r#"PoP nonce="n1""#);
         assert_eq!(pop_challenge(None, None), "PoP");
+        let e = VerifyError::new(
+            ErrorKind::UnsupportedAlgorithm,
+            "alg `é\u{7f}\n` is not allowed",
+        );
+        let c = dpop_challenge(&e, &[]);
+        assert!(c.bytes().all(|b| b == b' ' || b.is_ascii_graphic()), "{c}");
     }
 }
 

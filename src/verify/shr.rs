@@ -120,7 +120,7 @@ impl ShrVerifier {
                 ));
             }
         }
-        jws.verify_signature(shr, &key)?;
+        jws.verify_signature(&key)?;
 
         let at = jws.str_claim("at")?;
         check_time(
@@ -158,7 +158,8 @@ impl ShrVerifier {
             let id = replay_id("shr", &[key.thumbprint().as_bytes(), &jws.payload_bytes]);
             store.check_and_record(
                 &id,
-                ts.saturating_add(self.common.max_age + self.common.skew),
+                ts.saturating_add(self.common.max_age)
+                    .saturating_add(self.common.skew),
                 now,
             )?;
         }
@@ -183,22 +184,34 @@ impl ShrVerifier {
             };
         };
         let (names, hash) = names_and_hash(q, "q")?;
-        let pairs: Vec<(&str, &str)> = target
+        // Every parameter, valueless ones (`?debug`) included: they count as
+        // occurrences and as unsigned parameters.
+        let params: Vec<(&str, Option<&str>)> = target
             .url()
             .query()
             .unwrap_or("")
             .split('&')
-            .filter_map(|p| p.split_once('='))
+            .filter(|p| !p.is_empty())
+            .map(|p| match p.split_once('=') {
+                Some((n, v)) => (n, Some(v)),
+                None => (p, None),
+            })
             .collect();
         let mut canonical = Vec::with_capacity(names.len());
         for name in &names {
-            let found: Vec<&&str> = pairs
+            let found: Vec<Option<&str>> = params
                 .iter()
                 .filter(|(n, _)| n == name)
-                .map(|(_, v)| v)
+                .map(|(_, v)| *v)
                 .collect();
             match found.as_slice() {
-                [v] => canonical.push(format!("{name}={v}")),
+                [Some(v)] => canonical.push(format!("{name}={v}")),
+                [None] => {
+                    return Err(mismatch(format!(
+                        "signed query parameter `{}` has no value in the request",
+                        clip(name, 64)
+                    )))
+                }
                 [] => {
                     return Err(mismatch(format!(
                         "signed query parameter `{}` is not in the request",
@@ -219,7 +232,7 @@ impl ShrVerifier {
             ));
         }
         if !self.accept_unsigned_query {
-            if let Some((n, _)) = pairs.iter().find(|(n, _)| !names.iter().any(|m| m == n)) {
+            if let Some((n, _)) = params.iter().find(|(n, _)| !names.iter().any(|m| m == n)) {
                 return Err(mismatch(format!(
                     "query parameter `{}` is not signed",
                     clip(n, 64)
@@ -355,11 +368,13 @@ fn check_host(u: &str, target: &crate::HttpTarget) -> Result<(), VerifyError> {
 
 /// `p`: the path, compared after the same normalization the request URL had.
 fn check_path(p: &str, target: &crate::HttpTarget) -> Result<(), VerifyError> {
-    let normalized = url::Url::parse("http://h/")
-        .and_then(|base| base.join(p))
-        .ok()
-        .filter(|_| p.starts_with('/') && !p.contains(['?', '#']))
-        .map(|u| super::dpop::normalize_path(u.path()));
+    // `p` is a path and nothing else: no URL resolution (which would read
+    // `//host/x` or `/\\host/x` as another host, and drop control
+    // characters), only the percent-encoding normalization both sides get.
+    let plain = p.starts_with('/')
+        && !p.contains(['?', '#', '\\'])
+        && !p.chars().any(|c| c.is_control() || c == ' ');
+    let normalized = plain.then(|| super::dpop::normalize_path(p));
     let actual = super::dpop::normalize_path(target.url().path());
     if normalized.as_deref() == Some(actual.as_str()) {
         Ok(())

@@ -57,6 +57,11 @@ impl AccessTokenValidator for DecodeOnly {
 /// (ES256, RS256, PS256), `exp` (required), `nbf`, and optionally `iss` and
 /// `aud`.
 ///
+/// Set both [`JwksValidator::issuer`] and [`JwksValidator::audience`] in
+/// production: a JWKS shared by many tenants or APIs (Entra ID's is) signs
+/// tokens meant for others, and without them such a token — bound to its
+/// holder's own key — would be accepted here.
+///
 /// ```
 /// use popkey::verify::token::JwksValidator;
 /// let jwks = r#"{"keys":[{"kty":"EC","crv":"P-256","kid":"k1",
@@ -160,7 +165,7 @@ impl AccessTokenValidator for JwksValidator {
         }
         if !candidates
             .iter()
-            .any(|k| jws.verify_signature(token, &k.key).is_ok())
+            .any(|k| jws.verify_signature(&k.key).is_ok())
         {
             return Err(bad(
                 "the access token's signature does not verify with the JWKS".into(),

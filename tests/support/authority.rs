@@ -73,6 +73,8 @@ pub struct Stats {
     pub api_throttled: AtomicU32,
     /// Answer the next N API requests with 500.
     pub api_errors: AtomicU32,
+    /// Every API request's Authorization and DPoP header values, in order.
+    pub api_credentials: Mutex<Vec<String>>,
 }
 
 struct Inner {
@@ -327,8 +329,7 @@ fn check_assertion(
         .ok_or("this client has no registered key")?;
     let jws =
         popkey::verify::ParsedJws::parse(assertion, &Algorithm::ALL).map_err(|e| e.to_string())?;
-    jws.verify_signature(assertion, key)
-        .map_err(|e| e.to_string())?;
+    jws.verify_signature(key).map_err(|e| e.to_string())?;
     let c = &jws.claims;
     if c.get("iss").and_then(Value::as_str) != Some(&client.id)
         || c.get("sub").and_then(Value::as_str) != Some(&client.id)
@@ -358,6 +359,13 @@ async fn api(
     body: Bytes,
 ) -> Response {
     s.stats.api_requests.fetch_add(1, Ordering::SeqCst);
+    if let Ok(mut seen) = s.stats.api_credentials.lock() {
+        for name in ["authorization", "dpop"] {
+            if let Some(v) = headers.get(name).and_then(|v| v.to_str().ok()) {
+                seen.push(v.to_owned());
+            }
+        }
+    }
     let dec = |c: &AtomicU32| {
         c.fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1))
             .is_ok()

@@ -436,6 +436,20 @@ fn required_and_unsigned_parts() {
         ),
         ErrorKind::QueryMismatch
     );
+    // A valueless parameter (`?debug`) is an unsigned parameter too.
+    let valueless = Request::new("POST", "https://api.example.com/v1/items?b=bar&a=foo&debug")
+        .header("Content-Type", "application/json")
+        .body(b"{}");
+    let full_q = c.mutated(|_, _| {});
+    c.verifier().verify_at(&full_q, &valueless, NOW).unwrap();
+    assert_eq!(
+        kind(
+            c.verifier()
+                .require_query(false)
+                .verify_at(&full_q, &valueless, NOW)
+        ),
+        ErrorKind::QueryMismatch
+    );
     let extra = Request::new("POST", URL)
         .header("Content-Type", "application/json")
         .header("X-Extra", "1")

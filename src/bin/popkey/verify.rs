@@ -90,6 +90,11 @@ fn validator(c: &Common, has_token: bool) -> Result<Arc<dyn AccessTokenValidator
     let text = std::fs::read_to_string(path)
         .map_err(|e| format!("cannot read JWKS {}: {e}", path.display()))?;
     let mut v = JwksValidator::from_jwks(&text).map_err(|e| e.to_string())?;
+    if c.issuer.is_none() || c.audience.is_none() {
+        eprintln!(
+            "popkey: note: without --issuer and --audience, any token this JWKS signed is accepted"
+        );
+    }
     if let Some(i) = &c.issuer {
         v = v.issuer(i);
     }
