@@ -5,7 +5,7 @@ use std::sync::Arc;
 use serde_json::{Map, Value};
 
 use super::jose::{check_time, embedded_key, ParsedJws};
-use super::token::{check_binding, AccessTokenValidator};
+use super::token::{check_binding, AccessTokenValidator, Binding};
 use super::{common_builders, err, replay_id, Common, ErrorKind, VerifyError};
 use crate::text::clip;
 
@@ -159,7 +159,7 @@ impl DpopVerifier {
                     ));
                 }
                 let claims = self.common.validator.validate(token, now)?;
-                check_binding(&claims, key.thumbprint())?;
+                check_binding(&claims, key.thumbprint(), Binding::Dpop)?;
                 token_claims = Some(claims);
             }
             (Some(_), None) => {

@@ -6,7 +6,7 @@ use serde_json::{Map, Value};
 use sha2::{Digest, Sha256};
 
 use super::jose::{check_time, embedded_key, ParsedJws};
-use super::token::{check_binding, AccessTokenValidator};
+use super::token::{check_binding, AccessTokenValidator, Binding};
 use super::{common_builders, err, replay_id, Common, ErrorKind, Request, VerifyError};
 use crate::text::clip;
 
@@ -151,7 +151,7 @@ impl ShrVerifier {
             .check(jws.opt_str_claim("nonce")?, now, true)?;
 
         let token_claims = self.common.validator.validate(at, now)?;
-        check_binding(&token_claims, key.thumbprint())?;
+        check_binding(&token_claims, key.thumbprint(), Binding::Pop)?;
 
         if let Some(store) = &self.common.replay {
             let ts = jws.time_claim("ts")?;

@@ -206,11 +206,21 @@ impl AccessTokenValidator for JwksValidator {
     }
 }
 
-/// Checks that the token's `cnf` names `thumbprint`: `cnf.jkt` (RFC 9449),
-/// `cnf.kid` (MSAL PoP tokens), or `cnf.jwk` whose thumbprint matches.
+/// How an access token names its key.
+#[derive(Clone, Copy)]
+pub(crate) enum Binding {
+    /// DPoP (RFC 9449 §6): `cnf.jkt` only.
+    Dpop,
+    /// PoP/SHR: `cnf.kid` (MSAL), `cnf.jkt` or `cnf.jwk`.
+    Pop,
+}
+
+/// Checks that the token's `cnf` names `thumbprint` in a form `binding`
+/// accepts, so a token bound for one scheme is not taken for the other.
 pub(crate) fn check_binding(
     claims: &Map<String, Value>,
     thumbprint: &str,
+    binding: Binding,
 ) -> Result<(), VerifyError> {
     let unbound = |m: &str| err(ErrorKind::KeyNotBound, m.to_owned());
     let Some(Value::Object(cnf)) = claims.get("cnf") else {
@@ -220,6 +230,8 @@ pub(crate) fn check_binding(
     };
     let named = if let Some(v) = cnf.get("jkt") {
         v.as_str().map(str::to_owned)
+    } else if matches!(binding, Binding::Dpop) {
+        None
     } else if let Some(v) = cnf.get("kid") {
         v.as_str().map(str::to_owned)
     } else if let Some(jwk) = cnf.get("jwk") {
@@ -234,8 +246,9 @@ pub(crate) fn check_binding(
         Some(_) => Err(unbound(
             "the access token is bound to a different key than the one that signed the proof",
         )),
-        None => Err(unbound(
-            "the access token's `cnf` has no usable jkt, kid or jwk",
-        )),
+        None => Err(unbound(match binding {
+            Binding::Dpop => "the access token's `cnf` has no `jkt`: it is not a DPoP-bound token",
+            Binding::Pop => "the access token's `cnf` has no usable jkt, kid or jwk",
+        })),
     }
 }
