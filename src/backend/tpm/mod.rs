@@ -79,6 +79,7 @@ impl TpmKey {
             source,
             auth,
             name: name.clone(),
+            pinned: Default::default(),
         };
         // From here on, dropping `reg` flushes whatever was loaded.
         let reg = Registration {
@@ -146,13 +147,27 @@ impl TpmKey {
                     },
                     auth: None,
                     name: redact(uri),
+                    pinned: Default::default(),
                 };
                 device.persist(&blob, *h, overwrite)?;
             }
         }
         let mut reopen = parsed.clone();
         reopen.alg = Some(alg);
-        Self::open(&reopen, uri)
+        let opened = Self::open(&reopen, uri);
+        if opened.is_err() {
+            // Leave no key behind that popkey just made and will not use
+            // (an old key replaced under `overwrite` is gone already).
+            match &parsed.key {
+                TpmKeyRef::Path(path) => {
+                    let _ = fs::remove_file(path);
+                }
+                TpmKeyRef::Handle(h) => {
+                    let _ = device.evict(*h);
+                }
+            }
+        }
+        opened
     }
 }
 
@@ -165,7 +180,7 @@ impl TpmKey {
         use rsa::pkcs8::DecodePublicKey;
         use rsa::signature::Verifier;
         let probe = b"popkey PSS salt-length probe";
-        let sig = self.sign(probe)?;
+        let sig = self.sign_unchecked(probe)?;
         let Ok(public) = rsa::RsaPublicKey::from_public_key_der(&self.info.jwk.to_spki_der()?)
         else {
             return Ok(());
@@ -211,7 +226,36 @@ impl Backend for TpmKey {
     }
 
     /// Hashes in software, then one TPM2_Sign with a NULL hashcheck ticket.
+    /// A persistent key's signature is verified in software before it is
+    /// returned: the TPM does not tie a persistent handle to a key, and
+    /// another program may have put another key there since.
     fn sign(&self, signing_input: &[u8]) -> Result<Vec<u8>> {
+        let sig = self.sign_unchecked(signing_input)?;
+        if let Source::Persistent(_) = self.spec.source {
+            if self
+                .info
+                .jwk
+                .verify(self.info.alg, signing_input, &sig)
+                .is_err()
+            {
+                // Most likely replaced: this says so with the handle.
+                self.device.device.recheck(&self.spec)?;
+                return Err(Error::Backend {
+                    backend: "tpm",
+                    message: format!(
+                        "{}: the TPM returned a {} signature that does not verify with the key's public key; it was not used",
+                        self.spec.name, self.info.alg
+                    ),
+                });
+            }
+        }
+        Ok(sig)
+    }
+}
+
+impl TpmKey {
+    /// The TPM's signature, in JWS form, unverified.
+    fn sign_unchecked(&self, signing_input: &[u8]) -> Result<Vec<u8>> {
         let digest = Digest::try_from(Sha256::digest(signing_input).to_vec()).map_err(|e| {
             Error::Backend {
                 backend: "tpm",
