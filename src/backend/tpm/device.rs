@@ -207,20 +207,13 @@ impl Device {
                 if !replace {
                     return Err(Fail::Done(occupied(handle)));
                 }
-                let old = conn
-                    .ctx
-                    .execute_without_session(|c| {
-                        c.tr_from_tpm_public(TpmHandle::Persistent(persistent))
-                    })
-                    .map_err(tss("TPM2_ReadPublic"))?;
-                conn.ctx
-                    .execute_with_session(Some(AuthSession::Password), |c| {
-                        c.evict_control(Provision::Owner, old, Persistent::Persistent(persistent))
-                    })
-                    .map_err(tss("TPM2_EvictControl (removing the old key)"))?;
                 // Keys open on the old one resolve the handle anew on their
                 // next use, and find that it holds another key.
                 conn.forget_persistent(handle);
+                conn.evict(persistent).map_err(|f| match f {
+                    Fail::Tss(_, e) => Fail::Tss("TPM2_EvictControl (removing the old key)", e),
+                    f => f,
+                })?;
             }
             let transient = conn.load_blob(blob)?;
             let result = conn
@@ -272,18 +265,7 @@ impl Device {
                 return Ok(());
             }
             conn.forget_persistent(handle);
-            let old = conn
-                .ctx
-                .execute_without_session(|c| {
-                    c.tr_from_tpm_public(TpmHandle::Persistent(persistent))
-                })
-                .map_err(tss("TPM2_ReadPublic"))?;
-            conn.ctx
-                .execute_with_session(Some(AuthSession::Password), |c| {
-                    c.evict_control(Provision::Owner, old, Persistent::Persistent(persistent))
-                })
-                .map(|_| ())
-                .map_err(tss("TPM2_EvictControl"))
+            conn.evict(persistent)
         })
     }
 
@@ -518,12 +500,26 @@ impl Conn {
         if *pinned == name {
             return Ok(());
         }
-        Err(Fail::Done(Error::TpmKeyUnloadable {
-            key: key.name.clone(),
-            reason: format!(
-                "the key at persistent handle {h:#010x} is not the key this handle opened: it was replaced (evicted and another key made persistent there) since it was opened; popkey will not sign with it — open the key again to use the new one"
-            ),
-        }))
+        Err(Fail::Done(replaced(&key.name, h)))
+    }
+
+    /// Evicts a persistent object, then drops ESYS's record of it: ESYS
+    /// keeps it (with its Name) after the eviction, and would refuse to
+    /// resolve the handle once another key is there.
+    fn evict(&mut self, persistent: PersistentTpmHandle) -> Attempt<()> {
+        let mut old = self
+            .ctx
+            .execute_without_session(|c| c.tr_from_tpm_public(TpmHandle::Persistent(persistent)))
+            .map_err(tss("TPM2_ReadPublic"))?;
+        let result = self
+            .ctx
+            .execute_with_session(Some(AuthSession::Password), |c| {
+                c.evict_control(Provision::Owner, old, Persistent::Persistent(persistent))
+            });
+        // Closes ESYS's object; tss-esapi's own record went with the
+        // eviction, hence the ignored error.
+        let _ = self.ctx.tr_close(&mut old);
+        result.map(|_| ()).map_err(tss("TPM2_EvictControl"))
     }
 
     /// Closes the ESYS handles resolved from persistent handle `h`, so that
@@ -555,6 +551,11 @@ impl Conn {
                     "{name}: the TPM has no object at persistent handle {handle:#010x}; create one with `popkey key create --key 'tpm:handle={handle:#010x}'` or list them with `tpm2_getcap handles-persistent`"
                 ),
             ))),
+            // ESYS still holds this handle's object (for another key open
+            // on it) and the TPM now reports another Name there.
+            Err(e) if rc::raw(&e) == Some(ESYS_GENERAL_FAILURE) => {
+                Err(Fail::Done(replaced(name, handle)))
+            }
             Err(e) => Err(Fail::Tss("TPM2_ReadPublic (the persistent handle)", e)),
         }
     }
@@ -651,6 +652,19 @@ fn null_ticket() -> tss_esapi::Result<HashcheckTicket> {
         hierarchy: TPM2_RH_NULL,
         digest: Default::default(),
     })
+}
+
+/// What ESYS's TR_FromTPMPublic returns when the Name at a handle it knows
+/// has changed.
+const ESYS_GENERAL_FAILURE: u32 = 0x07_0001;
+
+fn replaced(name: &str, h: u32) -> Error {
+    Error::TpmKeyUnloadable {
+        key: name.to_string(),
+        reason: format!(
+            "the key at persistent handle {h:#010x} is not the key this handle opened: it was replaced (evicted and another key made persistent there) since it was opened; popkey will not sign with it — open the key again to use the new one"
+        ),
+    }
 }
 
 fn occupied(handle: u32) -> Error {
