@@ -155,6 +155,15 @@ impl TpmKey {
         let mut reopen = parsed.clone();
         reopen.alg = Some(alg);
         let opened = Self::open(&reopen, uri);
+        #[cfg(test)]
+        let opened = if tests::FAIL_OPEN_AFTER_CREATE.with(std::cell::Cell::get) {
+            opened.and(Err(Error::Backend {
+                backend: "tpm",
+                message: "opening the new key failed (test)".into(),
+            }))
+        } else {
+            opened
+        };
         if opened.is_err() {
             // Leave no key behind that popkey just made and will not use
             // (an old key replaced under `overwrite` is gone already).
@@ -428,4 +437,64 @@ fn public_to_tpm2b(public: &Public) -> Result<Vec<u8>> {
 
 fn private_to_tpm2b(private: &Private) -> Result<Vec<u8>> {
     with_size(private.value().to_vec(), "private blob")
+}
+
+#[cfg(test)]
+#[path = "../../../tests/swtpm/mod.rs"]
+mod swtpm;
+
+#[cfg(test)]
+mod tests {
+    use std::cell::Cell;
+
+    use super::swtpm::Swtpm;
+    use crate::{CreateOptions, Error, PopKey};
+
+    thread_local! {
+        /// Makes `TpmKey::create` fail after the key was made, as a failed
+        /// open (a PS256 salt probe, a lost TPM) would.
+        pub(super) static FAIL_OPEN_AFTER_CREATE: Cell<bool> = const { Cell::new(false) };
+    }
+
+    fn failing_create(uri: &str, opts: &CreateOptions) -> Error {
+        FAIL_OPEN_AFTER_CREATE.with(|f| f.set(true));
+        let r = PopKey::create(uri, opts);
+        FAIL_OPEN_AFTER_CREATE.with(|f| f.set(false));
+        match r {
+            Err(e) => e,
+            Ok(_) => panic!("create succeeded"),
+        }
+    }
+
+    fn assert_not_found(uri: &str) {
+        match PopKey::open(uri) {
+            Err(Error::KeyNotFound(_)) => {}
+            Err(e) => panic!("expected KeyNotFound, got {e:?}"),
+            Ok(_) => panic!("{uri} is still there"),
+        }
+    }
+
+    #[test]
+    fn a_failed_create_leaves_no_key_behind() {
+        let tpm = Swtpm::start();
+
+        let handle = tpm.uri("handle=0x81000500");
+        failing_create(&handle, &CreateOptions::new());
+        assert_not_found(&handle);
+        // The handle is free: a plain create (no overwrite) works there.
+        PopKey::create(&handle, &CreateOptions::new()).unwrap();
+
+        let path = tpm.file("key.pem");
+        let file = tpm.uri(&format!("path={}", path.display()));
+        failing_create(&file, &CreateOptions::new());
+        assert!(!path.exists(), "the key file was left behind");
+        PopKey::create(&file, &CreateOptions::new()).unwrap();
+
+        // With overwrite the old key was replaced before the failure: the
+        // handle ends up empty (docs/tpm.md says so), not half-made.
+        failing_create(&handle, &CreateOptions::new().overwrite(true));
+        assert_not_found(&handle);
+        failing_create(&file, &CreateOptions::new().overwrite(true));
+        assert!(!path.exists(), "the key file was left behind");
+    }
 }
