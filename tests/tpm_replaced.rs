@@ -107,15 +107,48 @@ fn replaced_by_another_program() {
     );
     tpm.flush_transient();
 
-    // The old key's signature does not verify, the handle is resolved
-    // anew and holds another key: refused, and no token comes out.
-    assert_replaced(shr(&old), "0x81000301");
-    assert_replaced(shr(&old), "0x81000301");
-
-    // Opened anew, the handle is the new key, and it signs.
+    // Opened anew (while the old key is still open on the handle), the
+    // handle is the new key, and it signs.
     let new = PopKey::open(&uri).unwrap();
     assert_ne!(jwk(&old), jwk(&new));
     sign_and_verify(&new);
+
+    // The old key resolves the handle anew (or its signature does not
+    // verify) and finds another key: refused, and no token comes out.
+    assert_replaced(shr(&old), "0x81000301");
+    assert_replaced(shr(&old), "0x81000301");
+    sign_and_verify(&new);
+    assert_replaced(shr(&old), "0x81000301");
+
+    // Replaced again while nothing popkey holds notices: the old key, never
+    // used in between, is refused on its first signature.
+    let third_old = PopKey::open(&uri).unwrap();
+    sign_and_verify(&third_old);
+    drop(new);
+    tpm.tool(t, "tpm2_evictcontrol", &["-C", "o", "-c", "0x81000301"]);
+    tpm.tool(
+        t,
+        "tpm2_create",
+        &[
+            "-C", "prim.ctx", "-G", "ecc256", "-u", "k2.pub", "-r", "k2.priv",
+        ],
+    );
+    tpm.flush_transient();
+    tpm.tool(
+        t,
+        "tpm2_load",
+        &[
+            "-C", "prim.ctx", "-u", "k2.pub", "-r", "k2.priv", "-c", "k2.ctx",
+        ],
+    );
+    tpm.flush_transient();
+    tpm.tool(
+        t,
+        "tpm2_evictcontrol",
+        &["-C", "o", "-c", "k2.ctx", "0x81000301"],
+    );
+    tpm.flush_transient();
+    assert_replaced(shr(&third_old), "0x81000301");
     assert_replaced(shr(&old), "0x81000301");
 
     // An untouched handle key keeps signing across reconnects.

@@ -541,21 +541,26 @@ impl Conn {
     fn open_persistent(&mut self, handle: u32, name: &str) -> Attempt<KeyHandle> {
         let tpm_handle = PersistentTpmHandle::new(handle)
             .map_err(|_| Fail::Done(internal("bad persistent handle")))?;
-        match self
+        let mut resolved = self
             .ctx
-            .execute_without_session(|c| c.tr_from_tpm_public(TpmHandle::Persistent(tpm_handle)))
-        {
+            .execute_without_session(|c| c.tr_from_tpm_public(TpmHandle::Persistent(tpm_handle)));
+        if matches!(&resolved, Err(e) if rc::raw(e) == Some(ESYS_GENERAL_FAILURE)) {
+            // ESYS still holds this handle's object, with a Name the TPM no
+            // longer reports there: the keys open on it were replaced. Close
+            // it (those keys resolve anew, and are checked, on next use),
+            // then resolve again for this one.
+            self.forget_persistent(handle);
+            resolved = self.ctx.execute_without_session(|c| {
+                c.tr_from_tpm_public(TpmHandle::Persistent(tpm_handle))
+            });
+        }
+        match resolved {
             Ok(h) => Ok(h.into()),
             Err(e) if rc::classify(&e) == Class::Stale => Err(Fail::Done(Error::KeyNotFound(
                 format!(
                     "{name}: the TPM has no object at persistent handle {handle:#010x}; create one with `popkey key create --key 'tpm:handle={handle:#010x}'` or list them with `tpm2_getcap handles-persistent`"
                 ),
             ))),
-            // ESYS still holds this handle's object (for another key open
-            // on it) and the TPM now reports another Name there.
-            Err(e) if rc::raw(&e) == Some(ESYS_GENERAL_FAILURE) => {
-                Err(Fail::Done(replaced(name, handle)))
-            }
             Err(e) => Err(Fail::Tss("TPM2_ReadPublic (the persistent handle)", e)),
         }
     }
