@@ -73,7 +73,17 @@ impl TpmKey {
                 blob_source(&file, path)?
             }
         };
-        let device = Device::get(tcti);
+        Self::open_source(Device::get(tcti), source, auth, parsed.alg, name)
+    }
+
+    /// Opens a key from where it lives; `name` is its redacted URI.
+    fn open_source(
+        device: Arc<Device>,
+        source: Source,
+        auth: Option<Auth>,
+        alg: Option<Algorithm>,
+        name: String,
+    ) -> Result<Self> {
         let spec = KeySpec {
             id: device.next_key_id(),
             source,
@@ -87,7 +97,7 @@ impl TpmKey {
             device,
         };
         let public = reg.device.read_public(&spec)?;
-        let info = template::inspect(&public, parsed.alg, &name)?;
+        let info = template::inspect(&public, alg, &name)?;
         let key = TpmKey {
             spec,
             info,
@@ -128,14 +138,26 @@ impl TpmKey {
         let (public, private) = device.create(&template, auth.as_ref())?;
         match &parsed.key {
             TpmKeyRef::Path(path) => {
+                // Opened from the blob before the file is written: a key
+                // that does not open leaves no file, and an old file stays.
                 let file = KeyFile {
                     empty_auth: auth.is_none(),
                     parent: OWNER,
                     public: public_to_tpm2b(&public)?,
                     private: private_to_tpm2b(&private)?,
                 };
+                let source = Source::Blob {
+                    parent: OWNER,
+                    public,
+                    private,
+                };
+                let key = Self::open_source(device, source, auth, Some(alg), redact(uri));
+                #[cfg(test)]
+                let key = tests::maybe_fail(key);
+                let key = key?;
                 let pem = file.to_pem()?;
                 super::software::write_key_file(path, pem.as_bytes(), overwrite)?;
+                Ok(key)
             }
             TpmKeyRef::Handle(h) => {
                 let blob = KeySpec {
@@ -150,33 +172,24 @@ impl TpmKey {
                     pinned: Default::default(),
                 };
                 device.persist(&blob, *h, overwrite)?;
-            }
-        }
-        let mut reopen = parsed.clone();
-        reopen.alg = Some(alg);
-        let opened = Self::open(&reopen, uri);
-        #[cfg(test)]
-        let opened = if tests::FAIL_OPEN_AFTER_CREATE.with(std::cell::Cell::get) {
-            opened.and(Err(Error::Backend {
-                backend: "tpm",
-                message: "opening the new key failed (test)".into(),
-            }))
-        } else {
-            opened
-        };
-        if opened.is_err() {
-            // Leave no key behind that popkey just made and will not use
-            // (an old key replaced under `overwrite` is gone already).
-            match &parsed.key {
-                TpmKeyRef::Path(path) => {
-                    let _ = fs::remove_file(path);
-                }
-                TpmKeyRef::Handle(h) => {
+                let key = Self::open_source(
+                    Arc::clone(&device),
+                    Source::Persistent(*h),
+                    auth,
+                    Some(alg),
+                    redact(uri),
+                );
+                #[cfg(test)]
+                let key = tests::maybe_fail(key);
+                if key.is_err() {
+                    // Leave no key behind that popkey just made and will not
+                    // use (an old key replaced under `overwrite` is gone
+                    // already).
                     let _ = device.evict(*h);
                 }
+                key
             }
         }
-        opened
     }
 }
 
@@ -456,6 +469,18 @@ mod tests {
         pub(super) static FAIL_OPEN_AFTER_CREATE: Cell<bool> = const { Cell::new(false) };
     }
 
+    /// The result of opening a key just created, failed if a test says so.
+    pub(super) fn maybe_fail<T>(r: crate::error::Result<T>) -> crate::error::Result<T> {
+        if FAIL_OPEN_AFTER_CREATE.with(Cell::get) {
+            r.and(Err(Error::Backend {
+                backend: "tpm",
+                message: "opening the new key failed (test)".into(),
+            }))
+        } else {
+            r
+        }
+    }
+
     fn failing_create(uri: &str, opts: &CreateOptions) -> Error {
         FAIL_OPEN_AFTER_CREATE.with(|f| f.set(true));
         let r = PopKey::create(uri, opts);
@@ -490,11 +515,14 @@ mod tests {
         assert!(!path.exists(), "the key file was left behind");
         PopKey::create(&file, &CreateOptions::new()).unwrap();
 
-        // With overwrite the old key was replaced before the failure: the
-        // handle ends up empty (docs/tpm.md says so), not half-made.
+        // With overwrite a key file stays as it was; a persistent key was
+        // evicted before the new one was made persistent, so the handle
+        // ends up empty (docs/tpm.md says so), not half-made.
+        let before = std::fs::read(&path).unwrap();
+        failing_create(&file, &CreateOptions::new().overwrite(true));
+        assert_eq!(std::fs::read(&path).unwrap(), before);
+        PopKey::open(&file).unwrap();
         failing_create(&handle, &CreateOptions::new().overwrite(true));
         assert_not_found(&handle);
-        failing_create(&file, &CreateOptions::new().overwrite(true));
-        assert!(!path.exists(), "the key file was left behind");
     }
 }
