@@ -2,9 +2,11 @@
 //! of using its parent's ESYS context, and the parent keeps signing with
 //! its own. Alone in its test process: fork() and threads do not mix.
 //!
-//! A persistent key: the child leaves with `_exit`, so whatever it loaded
-//! would stay in swtpm's three transient object slots; a persistent key
-//! needs none.
+//! The child signs with a persistent key: it leaves with `_exit`, so
+//! whatever it loaded would stay in swtpm's three transient object slots,
+//! and a persistent key needs none. It drops a file key the parent has
+//! loaded: that must not flush the parent's object (swtpm has no resource
+//! manager, so a flush through the inherited context would remove it).
 #![cfg(all(feature = "tpm", unix))]
 
 mod common;
@@ -25,6 +27,23 @@ fn child_after_fork_signs_on_its_own_connection() {
     let key = PopKey::create(&tpm.uri("handle=0x81000400"), &CreateOptions::new()).unwrap();
     let jwk: Value = serde_json::from_str(key.canonical_public_key_jwk()).unwrap();
     common::ring_verify(&shr(&key).unwrap(), &jwk);
+    let path = tpm.file("key.pem");
+    let file_key = PopKey::create(
+        &tpm.uri(&format!("path={}", path.display())),
+        &CreateOptions::new(),
+    )
+    .unwrap();
+    let file_jwk: Value = serde_json::from_str(file_key.canonical_public_key_jwk()).unwrap();
+    common::ring_verify(&shr(&file_key).unwrap(), &file_jwk);
+    let transient = || {
+        let out = tpm.tool("tpm2-tools", "tpm2_getcap", &["handles-transient"]);
+        swtpm::stdout(&out)
+            .lines()
+            .filter(|l| l.contains("0x80"))
+            .count()
+    };
+    // The storage primary and the file key.
+    assert_eq!(transient(), 2);
     let out = tpm.file("child.out");
 
     // SAFETY: the child only signs, writes a file and leaves with _exit.
@@ -40,6 +59,8 @@ fn child_after_fork_signs_on_its_own_connection() {
                 }
                 lines.push('\n');
             }
+            // Dropping the last handle on the file key releases it.
+            drop(file_key);
             std::fs::write(&out, lines).is_ok()
         }));
         // SAFETY: leaving the child without running the parent's destructors.
@@ -68,8 +89,11 @@ fn child_after_fork_signs_on_its_own_connection() {
     for t in &mine {
         common::ring_verify(t, &jwk);
     }
-    // The parent's connection was left alone by the child.
+    // The parent's objects were left alone by the child.
+    assert_eq!(transient(), 2, "the child flushed the parent's objects");
     for _ in 0..10 {
         common::ring_verify(&shr(&key).unwrap(), &jwk);
+        common::ring_verify(&shr(&file_key).unwrap(), &file_jwk);
     }
+    assert_eq!(transient(), 2);
 }
