@@ -57,6 +57,11 @@ pub(crate) struct KeySpec {
     pub(crate) auth: Option<Auth>,
     /// The key's name in messages (its URI, redacted).
     pub(crate) name: String,
+    /// For a persistent key: its TPM Name as first resolved. A later
+    /// resolution (after a reconnect, a TPM reset or a replacement through
+    /// this process) must find the same Name, else the handle now holds
+    /// another key and signing is refused.
+    pub(crate) pinned: OnceLock<Vec<u8>>,
 }
 
 /// A failed attempt.
@@ -80,11 +85,16 @@ struct Loaded {
     id: u64,
     handle: KeyHandle,
     transient: bool,
+    /// The persistent handle it was resolved from, if any.
+    persistent: Option<u32>,
     last_used: u64,
 }
 
 /// A live connection.
 struct Conn {
+    /// The process that opened it: a child after fork() must not use (or
+    /// flush through) its parent's connection.
+    pid: u32,
     ctx: Context,
     primary: Option<KeyHandle>,
     keys: Vec<Loaded>,
@@ -197,17 +207,13 @@ impl Device {
                 if !replace {
                     return Err(Fail::Done(occupied(handle)));
                 }
-                let old = conn
-                    .ctx
-                    .execute_without_session(|c| {
-                        c.tr_from_tpm_public(TpmHandle::Persistent(persistent))
-                    })
-                    .map_err(tss("TPM2_ReadPublic"))?;
-                conn.ctx
-                    .execute_with_session(Some(AuthSession::Password), |c| {
-                        c.evict_control(Provision::Owner, old, Persistent::Persistent(persistent))
-                    })
-                    .map_err(tss("TPM2_EvictControl (removing the old key)"))?;
+                // Keys open on the old one resolve the handle anew on their
+                // next use, and find that it holds another key.
+                conn.forget_persistent(handle);
+                conn.evict(persistent).map_err(|f| match f {
+                    Fail::Tss(_, e) => Fail::Tss("TPM2_EvictControl (removing the old key)", e),
+                    f => f,
+                })?;
             }
             let transient = conn.load_blob(blob)?;
             let result = conn
@@ -232,10 +238,42 @@ impl Device {
         })
     }
 
+    /// Resolves a persistent key's handle anew and compares its Name with
+    /// the one it was opened with: [`Error::TpmKeyUnloadable`] when the
+    /// handle now holds another key.
+    pub(crate) fn recheck(&self, key: &KeySpec) -> Result<()> {
+        let Source::Persistent(h) = key.source else {
+            return Ok(());
+        };
+        {
+            let mut guard = lock(&self.conn);
+            forget_if_forked(&mut guard);
+            if let Some(conn) = guard.as_mut() {
+                conn.forget_persistent(h);
+            }
+        }
+        self.run(Some(key), "checking the key", |_, _| Ok(()))
+    }
+
+    /// Evicts the persistent object at `handle`, if there is one (undoing a
+    /// `persist` whose key then failed to open).
+    pub(crate) fn evict(&self, handle: u32) -> Result<()> {
+        let persistent = PersistentTpmHandle::new(handle)
+            .map_err(|e| internal(&format!("bad persistent handle: {e}")))?;
+        self.run(None, "evicting the key", |conn, _| {
+            if !conn.persistent_exists(handle)? {
+                return Ok(());
+            }
+            conn.forget_persistent(handle);
+            conn.evict(persistent)
+        })
+    }
+
     /// Forgets a key: flushes it if it was loaded, closes its handle if it
     /// was persistent. Called when the key is dropped.
     pub(crate) fn release(&self, id: u64) {
         let mut guard = lock(&self.conn);
+        forget_if_forked(&mut guard);
         if let Some(conn) = guard.as_mut() {
             if let Some(pos) = conn.keys.iter().position(|k| k.id == id) {
                 let k = conn.keys.swap_remove(pos);
@@ -314,9 +352,11 @@ impl Device {
         key: Option<&KeySpec>,
         op: &mut impl FnMut(&mut Conn, Option<KeyHandle>) -> Attempt<T>,
     ) -> Attempt<T> {
+        forget_if_forked(guard);
         if guard.is_none() {
             let ctx = Context::new(self.tcti.conf.clone()).map_err(Fail::Connect)?;
             *guard = Some(Conn {
+                pid: std::process::id(),
                 ctx,
                 primary: None,
                 keys: Vec::new(),
@@ -419,28 +459,81 @@ impl Conn {
             k.last_used = tick;
             return Ok(k.handle);
         }
-        let (handle, transient) = match &key.source {
-            Source::Persistent(h) => (self.open_persistent(*h, &key.name)?, false),
-            Source::Blob { .. } => (self.load_blob(key)?, true),
+        let (handle, persistent) = match &key.source {
+            Source::Persistent(h) => (self.open_persistent(*h, &key.name)?, Some(*h)),
+            Source::Blob { .. } => (self.load_blob(key)?, None),
         };
+        let loaded = Loaded {
+            id: key.id,
+            handle,
+            transient: persistent.is_none(),
+            persistent,
+            last_used: tick,
+        };
+        if let Some(h) = persistent {
+            if let Err(f) = self.check_pinned(key, handle, h) {
+                self.drop_handle(loaded);
+                return Err(f);
+            }
+        }
         if let Some(auth) = &key.auth {
             if let Err(e) = self.ctx.tr_set_auth(handle.into(), auth.clone()) {
-                self.drop_handle(Loaded {
-                    id: key.id,
-                    handle,
-                    transient,
-                    last_used: tick,
-                });
+                self.drop_handle(loaded);
                 return Err(Fail::Tss("setting the key's auth value", e));
             }
         }
-        self.keys.push(Loaded {
-            id: key.id,
-            handle,
-            transient,
-            last_used: tick,
-        });
+        self.keys.push(loaded);
         Ok(handle)
+    }
+
+    /// Compares the Name of the object now at persistent handle `h` with
+    /// the one the key was opened with (recording it on first use). ESYS
+    /// knows the Name from the TPM2_ReadPublic of the resolution: no extra
+    /// round trip.
+    fn check_pinned(&mut self, key: &KeySpec, handle: KeyHandle, h: u32) -> Attempt<()> {
+        let name = self
+            .ctx
+            .tr_get_name(handle.into())
+            .map_err(tss("reading the key's Name"))?;
+        let name = name.value().to_vec();
+        let pinned = key.pinned.get_or_init(|| name.clone());
+        if *pinned == name {
+            return Ok(());
+        }
+        Err(Fail::Done(replaced(&key.name, h)))
+    }
+
+    /// Evicts a persistent object, then drops ESYS's record of it: ESYS
+    /// keeps it (with its Name) after the eviction, and would refuse to
+    /// resolve the handle once another key is there.
+    fn evict(&mut self, persistent: PersistentTpmHandle) -> Attempt<()> {
+        let mut old = self
+            .ctx
+            .execute_without_session(|c| c.tr_from_tpm_public(TpmHandle::Persistent(persistent)))
+            .map_err(tss("TPM2_ReadPublic"))?;
+        let result = self
+            .ctx
+            .execute_with_session(Some(AuthSession::Password), |c| {
+                c.evict_control(Provision::Owner, old, Persistent::Persistent(persistent))
+            });
+        // Closes ESYS's object; tss-esapi's own record went with the
+        // eviction, hence the ignored error.
+        let _ = self.ctx.tr_close(&mut old);
+        result.map(|_| ()).map_err(tss("TPM2_EvictControl"))
+    }
+
+    /// Closes the ESYS handles resolved from persistent handle `h`, so that
+    /// the keys using them resolve (and check) it anew.
+    fn forget_persistent(&mut self, h: u32) {
+        let mut i = 0;
+        while i < self.keys.len() {
+            if self.keys[i].persistent == Some(h) {
+                let k = self.keys.swap_remove(i);
+                self.drop_handle(k);
+            } else {
+                i += 1;
+            }
+        }
     }
 
     /// An ESYS handle for a persistent object; a missing one is
@@ -448,10 +541,20 @@ impl Conn {
     fn open_persistent(&mut self, handle: u32, name: &str) -> Attempt<KeyHandle> {
         let tpm_handle = PersistentTpmHandle::new(handle)
             .map_err(|_| Fail::Done(internal("bad persistent handle")))?;
-        match self
+        let mut resolved = self
             .ctx
-            .execute_without_session(|c| c.tr_from_tpm_public(TpmHandle::Persistent(tpm_handle)))
-        {
+            .execute_without_session(|c| c.tr_from_tpm_public(TpmHandle::Persistent(tpm_handle)));
+        if matches!(&resolved, Err(e) if rc::raw(e) == Some(ESYS_GENERAL_FAILURE)) {
+            // ESYS still holds this handle's object, with a Name the TPM no
+            // longer reports there: the keys open on it were replaced. Close
+            // it (those keys resolve anew, and are checked, on next use),
+            // then resolve again for this one.
+            self.forget_persistent(handle);
+            resolved = self.ctx.execute_without_session(|c| {
+                c.tr_from_tpm_public(TpmHandle::Persistent(tpm_handle))
+            });
+        }
+        match resolved {
             Ok(h) => Ok(h.into()),
             Err(e) if rc::classify(&e) == Class::Stale => Err(Fail::Done(Error::KeyNotFound(
                 format!(
@@ -525,9 +628,23 @@ impl Conn {
     fn drop_handle(&mut self, k: Loaded) {
         if k.transient {
             let _ = self.ctx.flush_context(k.handle.into());
+        } else if self.keys.iter().any(|o| o.handle == k.handle) {
+            // ESYS hands out one ESYS_TR per persistent handle: another key
+            // open on the same handle still uses it.
         } else {
             let mut h: ObjectHandle = k.handle.into();
             let _ = self.ctx.tr_close(&mut h);
+        }
+    }
+}
+
+/// After fork(), the child finds its parent's connection: it forgets it
+/// without a word to the TPM (no flush, no finalize: the socket or device
+/// is shared with the parent), and the next attempt opens its own.
+fn forget_if_forked(guard: &mut Option<Conn>) {
+    if guard.as_ref().is_some_and(|c| c.pid != std::process::id()) {
+        if let Some(conn) = guard.take() {
+            std::mem::forget(conn);
         }
     }
 }
@@ -540,6 +657,19 @@ fn null_ticket() -> tss_esapi::Result<HashcheckTicket> {
         hierarchy: TPM2_RH_NULL,
         digest: Default::default(),
     })
+}
+
+/// What ESYS's TR_FromTPMPublic returns when the Name at a handle it knows
+/// has changed.
+const ESYS_GENERAL_FAILURE: u32 = 0x07_0001;
+
+fn replaced(name: &str, h: u32) -> Error {
+    Error::TpmKeyUnloadable {
+        key: name.to_string(),
+        reason: format!(
+            "the key at persistent handle {h:#010x} is not the key this handle opened: it was replaced (evicted and another key made persistent there) since it was opened; popkey will not sign with it — open the key again to use the new one"
+        ),
+    }
 }
 
 fn occupied(handle: u32) -> Error {

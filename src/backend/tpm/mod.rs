@@ -73,12 +73,23 @@ impl TpmKey {
                 blob_source(&file, path)?
             }
         };
-        let device = Device::get(tcti);
+        Self::open_source(Device::get(tcti), source, auth, parsed.alg, name)
+    }
+
+    /// Opens a key from where it lives; `name` is its redacted URI.
+    fn open_source(
+        device: Arc<Device>,
+        source: Source,
+        auth: Option<Auth>,
+        alg: Option<Algorithm>,
+        name: String,
+    ) -> Result<Self> {
         let spec = KeySpec {
             id: device.next_key_id(),
             source,
             auth,
             name: name.clone(),
+            pinned: Default::default(),
         };
         // From here on, dropping `reg` flushes whatever was loaded.
         let reg = Registration {
@@ -86,7 +97,7 @@ impl TpmKey {
             device,
         };
         let public = reg.device.read_public(&spec)?;
-        let info = template::inspect(&public, parsed.alg, &name)?;
+        let info = template::inspect(&public, alg, &name)?;
         let key = TpmKey {
             spec,
             info,
@@ -127,14 +138,26 @@ impl TpmKey {
         let (public, private) = device.create(&template, auth.as_ref())?;
         match &parsed.key {
             TpmKeyRef::Path(path) => {
+                // Opened from the blob before the file is written: a key
+                // that does not open leaves no file, and an old file stays.
                 let file = KeyFile {
                     empty_auth: auth.is_none(),
                     parent: OWNER,
                     public: public_to_tpm2b(&public)?,
                     private: private_to_tpm2b(&private)?,
                 };
+                let source = Source::Blob {
+                    parent: OWNER,
+                    public,
+                    private,
+                };
+                let key = Self::open_source(device, source, auth, Some(alg), redact(uri));
+                #[cfg(test)]
+                let key = tests::maybe_fail(key);
+                let key = key?;
                 let pem = file.to_pem()?;
                 super::software::write_key_file(path, pem.as_bytes(), overwrite)?;
+                Ok(key)
             }
             TpmKeyRef::Handle(h) => {
                 let blob = KeySpec {
@@ -146,13 +169,27 @@ impl TpmKey {
                     },
                     auth: None,
                     name: redact(uri),
+                    pinned: Default::default(),
                 };
                 device.persist(&blob, *h, overwrite)?;
+                let key = Self::open_source(
+                    Arc::clone(&device),
+                    Source::Persistent(*h),
+                    auth,
+                    Some(alg),
+                    redact(uri),
+                );
+                #[cfg(test)]
+                let key = tests::maybe_fail(key);
+                if key.is_err() {
+                    // Leave no key behind that popkey just made and will not
+                    // use (an old key replaced under `overwrite` is gone
+                    // already).
+                    let _ = device.evict(*h);
+                }
+                key
             }
         }
-        let mut reopen = parsed.clone();
-        reopen.alg = Some(alg);
-        Self::open(&reopen, uri)
     }
 }
 
@@ -165,7 +202,7 @@ impl TpmKey {
         use rsa::pkcs8::DecodePublicKey;
         use rsa::signature::Verifier;
         let probe = b"popkey PSS salt-length probe";
-        let sig = self.sign(probe)?;
+        let sig = self.sign_unchecked(probe)?;
         let Ok(public) = rsa::RsaPublicKey::from_public_key_der(&self.info.jwk.to_spki_der()?)
         else {
             return Ok(());
@@ -211,7 +248,36 @@ impl Backend for TpmKey {
     }
 
     /// Hashes in software, then one TPM2_Sign with a NULL hashcheck ticket.
+    /// A persistent key's signature is verified in software before it is
+    /// returned: the TPM does not tie a persistent handle to a key, and
+    /// another program may have put another key there since.
     fn sign(&self, signing_input: &[u8]) -> Result<Vec<u8>> {
+        let sig = self.sign_unchecked(signing_input)?;
+        if let Source::Persistent(_) = self.spec.source {
+            if self
+                .info
+                .jwk
+                .verify(self.info.alg, signing_input, &sig)
+                .is_err()
+            {
+                // Most likely replaced: this says so with the handle.
+                self.device.device.recheck(&self.spec)?;
+                return Err(Error::Backend {
+                    backend: "tpm",
+                    message: format!(
+                        "{}: the TPM returned a {} signature that does not verify with the key's public key; it was not used",
+                        self.spec.name, self.info.alg
+                    ),
+                });
+            }
+        }
+        Ok(sig)
+    }
+}
+
+impl TpmKey {
+    /// The TPM's signature, in JWS form, unverified.
+    fn sign_unchecked(&self, signing_input: &[u8]) -> Result<Vec<u8>> {
         let digest = Digest::try_from(Sha256::digest(signing_input).to_vec()).map_err(|e| {
             Error::Backend {
                 backend: "tpm",
@@ -384,4 +450,79 @@ fn public_to_tpm2b(public: &Public) -> Result<Vec<u8>> {
 
 fn private_to_tpm2b(private: &Private) -> Result<Vec<u8>> {
     with_size(private.value().to_vec(), "private blob")
+}
+
+#[cfg(test)]
+#[path = "../../../tests/swtpm/mod.rs"]
+mod swtpm;
+
+#[cfg(test)]
+mod tests {
+    use std::cell::Cell;
+
+    use super::swtpm::Swtpm;
+    use crate::{CreateOptions, Error, PopKey};
+
+    thread_local! {
+        /// Makes `TpmKey::create` fail after the key was made, as a failed
+        /// open (a PS256 salt probe, a lost TPM) would.
+        pub(super) static FAIL_OPEN_AFTER_CREATE: Cell<bool> = const { Cell::new(false) };
+    }
+
+    /// The result of opening a key just created, failed if a test says so.
+    pub(super) fn maybe_fail<T>(r: crate::error::Result<T>) -> crate::error::Result<T> {
+        if FAIL_OPEN_AFTER_CREATE.with(Cell::get) {
+            r.and(Err(Error::Backend {
+                backend: "tpm",
+                message: "opening the new key failed (test)".into(),
+            }))
+        } else {
+            r
+        }
+    }
+
+    fn failing_create(uri: &str, opts: &CreateOptions) -> Error {
+        FAIL_OPEN_AFTER_CREATE.with(|f| f.set(true));
+        let r = PopKey::create(uri, opts);
+        FAIL_OPEN_AFTER_CREATE.with(|f| f.set(false));
+        match r {
+            Err(e) => e,
+            Ok(_) => panic!("create succeeded"),
+        }
+    }
+
+    fn assert_not_found(uri: &str) {
+        match PopKey::open(uri) {
+            Err(Error::KeyNotFound(_)) => {}
+            Err(e) => panic!("expected KeyNotFound, got {e:?}"),
+            Ok(_) => panic!("{uri} is still there"),
+        }
+    }
+
+    #[test]
+    fn a_failed_create_leaves_no_key_behind() {
+        let tpm = Swtpm::start();
+
+        let handle = tpm.uri("handle=0x81000500");
+        failing_create(&handle, &CreateOptions::new());
+        assert_not_found(&handle);
+        // The handle is free: a plain create (no overwrite) works there.
+        PopKey::create(&handle, &CreateOptions::new()).unwrap();
+
+        let path = tpm.file("key.pem");
+        let file = tpm.uri(&format!("path={}", path.display()));
+        failing_create(&file, &CreateOptions::new());
+        assert!(!path.exists(), "the key file was left behind");
+        PopKey::create(&file, &CreateOptions::new()).unwrap();
+
+        // With overwrite a key file stays as it was; a persistent key was
+        // evicted before the new one was made persistent, so the handle
+        // ends up empty (docs/tpm.md says so), not half-made.
+        let before = std::fs::read(&path).unwrap();
+        failing_create(&file, &CreateOptions::new().overwrite(true));
+        assert_eq!(std::fs::read(&path).unwrap(), before);
+        PopKey::open(&file).unwrap();
+        failing_create(&handle, &CreateOptions::new().overwrite(true));
+        assert_not_found(&handle);
+    }
 }
