@@ -12,6 +12,10 @@ use popkey::{Algorithm, CreateOptions, Error, PopCryptoProvider, PopKey};
 use serde_json::Value;
 use swtpm::Swtpm;
 
+/// A little more than the backend's interval between software checks of a
+/// persistent key's signatures.
+const CHECK_INTERVAL: std::time::Duration = std::time::Duration::from_millis(1100);
+
 fn shr(key: &PopKey) -> popkey::Result<String> {
     SignedHttpRequest::new("GET", "https://api.example.com/replaced", "at")?.sign(key)
 }
@@ -113,8 +117,11 @@ fn replaced_by_another_program() {
     assert_ne!(jwk(&old), jwk(&new));
     sign_and_verify(&new);
 
-    // The old key resolves the handle anew (or its signature does not
-    // verify) and finds another key: refused, and no token comes out.
+    // The old key's signatures are checked in software once a second
+    // (PERSISTENT_CHECK_INTERVAL_MS): past that, its next signature does not
+    // verify, it resolves the handle anew and finds another key: refused,
+    // and no token comes out.
+    std::thread::sleep(CHECK_INTERVAL);
     assert_replaced(shr(&old), "0x81000301");
     assert_replaced(shr(&old), "0x81000301");
     sign_and_verify(&new);
@@ -148,6 +155,7 @@ fn replaced_by_another_program() {
         &["-C", "o", "-c", "k2.ctx", "0x81000301"],
     );
     tpm.flush_transient();
+    std::thread::sleep(CHECK_INTERVAL);
     assert_replaced(shr(&third_old), "0x81000301");
     assert_replaced(shr(&old), "0x81000301");
 

@@ -18,7 +18,9 @@ mod template;
 use std::fs;
 use std::io::Read;
 use std::path::Path;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
+use std::time::Instant;
 
 use sha2::{Digest as _, Sha256};
 use tss_esapi::structures::{Auth, Digest, Private, Public, Signature};
@@ -42,7 +44,20 @@ pub(crate) struct TpmKey {
     spec: KeySpec,
     info: KeyInfo,
     device: Registration,
+    /// When the handle was opened; the clock for `checked_ms`.
+    opened: Instant,
+    /// Milliseconds after `opened` of the last software check of a
+    /// persistent key's signature (`u64::MAX`: never).
+    checked_ms: AtomicU64,
 }
+
+/// How often a persistent key's signature is checked in software against
+/// the public key the handle advertises. A persistent handle names a slot,
+/// not a key, and another program may put another key there; checking
+/// every signature would cost a software verification (more than the TPM
+/// signature itself on swtpm), so one signature a second is checked and a
+/// replaced key is caught within that second.
+const PERSISTENT_CHECK_INTERVAL_MS: u64 = 1000;
 
 /// A key's claim on its device: dropping it flushes what was loaded for it.
 struct Registration {
@@ -102,6 +117,8 @@ impl TpmKey {
             spec,
             info,
             device: reg,
+            opened: Instant::now(),
+            checked_ms: AtomicU64::new(u64::MAX),
         };
         if key.info.alg == Algorithm::PS256 {
             key.check_pss_salt()?;
@@ -249,16 +266,18 @@ impl Backend for TpmKey {
 
     /// Hashes in software, then one TPM2_Sign with a NULL hashcheck ticket.
     /// A persistent key's signature is verified in software before it is
-    /// returned: the TPM does not tie a persistent handle to a key, and
-    /// another program may have put another key there since.
+    /// returned once every [`PERSISTENT_CHECK_INTERVAL_MS`]: the TPM does not
+    /// tie a persistent handle to a key, and another program may have put
+    /// another key there since.
     fn sign(&self, signing_input: &[u8]) -> Result<Vec<u8>> {
         let sig = self.sign_unchecked(signing_input)?;
         if let Source::Persistent(_) = self.spec.source {
-            if self
-                .info
-                .jwk
-                .verify(self.info.alg, signing_input, &sig)
-                .is_err()
+            if self.check_due()
+                && self
+                    .info
+                    .jwk
+                    .verify(self.info.alg, signing_input, &sig)
+                    .is_err()
             {
                 // Most likely replaced: this says so with the handle.
                 self.device.device.recheck(&self.spec)?;
@@ -276,6 +295,18 @@ impl Backend for TpmKey {
 }
 
 impl TpmKey {
+    /// True when this signature should be checked in software (one caller
+    /// per interval wins the check).
+    fn check_due(&self) -> bool {
+        let now = u64::try_from(self.opened.elapsed().as_millis()).unwrap_or(u64::MAX - 1);
+        let last = self.checked_ms.load(Ordering::Relaxed);
+        (last == u64::MAX || now.saturating_sub(last) >= PERSISTENT_CHECK_INTERVAL_MS)
+            && self
+                .checked_ms
+                .compare_exchange(last, now, Ordering::Relaxed, Ordering::Relaxed)
+                .is_ok()
+    }
+
     /// The TPM's signature, in JWS form, unverified.
     fn sign_unchecked(&self, signing_input: &[u8]) -> Result<Vec<u8>> {
         let digest = Digest::try_from(Sha256::digest(signing_input).to_vec()).map_err(|e| {
