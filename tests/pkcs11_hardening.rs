@@ -179,3 +179,68 @@ fn resets_are_rate_limited() {
     drop(s);
     signs(&key).unwrap();
 }
+
+/// The token is re-initialized by another process (softhsm2-util) and a new
+/// key pair with the same label and id is made on it (pkcs11-tool): once
+/// popkey finds "the key" again it is refused with KeyMismatch; no signature
+/// ever comes from the new key.
+#[test]
+fn token_reinitialized_with_another_key_under_the_same_name() {
+    let _serial = pkcs11_support::serial();
+    let t = token();
+    let key = PopKey::create(&t.uri("k"), &CreateOptions::new()).unwrap();
+    signs(&key).unwrap();
+    let id = {
+        let p = cryptoki();
+        let s = p.open_ro_session(slot_of(&p, &t.label)).unwrap();
+        pkcs11_support::login(&s, USER_PIN);
+        let private = s
+            .find_objects(&[
+                Attribute::Class(ObjectClass::PRIVATE_KEY),
+                Attribute::Label(b"k".to_vec()),
+            ])
+            .unwrap();
+        match &s.get_attributes(private[0], &[AttributeType::Id]).unwrap()[0] {
+            Attribute::Id(v) => v.iter().map(|b| format!("{b:02x}")).collect::<String>(),
+            other => panic!("{other:?}"),
+        }
+    };
+    pkcs11_support::run(
+        std::process::Command::new("softhsm2-util")
+            .env("SOFTHSM2_CONF", &t.hsm.conf)
+            .args(["--init-token", "--token", &t.label, "--label", &t.label])
+            .args(["--so-pin", pkcs11_support::SO_PIN, "--pin", USER_PIN]),
+        "softhsm2-util --init-token",
+        "softhsm2",
+    );
+    t.pkcs11_tool(&[
+        "--keypairgen",
+        "--key-type",
+        "EC:prime256v1",
+        "--label",
+        "k",
+        "--id",
+        &id,
+    ]);
+    let mut refused = false;
+    for _ in 0..4 {
+        match signs(&key) {
+            Err(Error::KeyMismatch(m)) => {
+                eprintln!("{m}");
+                refused = true;
+                break;
+            }
+            // Not seen yet: popkey looks again on a later call.
+            Err(e @ (Error::TokenUnavailable(_) | Error::KeyNotFound(_))) => {
+                eprintln!("{e}");
+                pkcs11_support::past_reset_interval();
+            }
+            other => panic!("expected KeyMismatch, got {other:?}"),
+        }
+    }
+    assert!(refused, "the replaced key was never refused");
+    match signs(&key) {
+        Err(Error::KeyMismatch(_)) => {}
+        other => panic!("expected KeyMismatch, got {other:?}"),
+    }
+}
