@@ -43,6 +43,7 @@ fn module_finalized_behind_our_back() {
     let key = PopKey::create(&t.uri("k"), &CreateOptions::new().alg(Algorithm::RS256)).unwrap();
     signs(&key).unwrap();
     // C_Finalize: every session closed, the module uninitialized.
+    pkcs11_support::past_reset_interval();
     cryptoki().finalize().unwrap();
     signs(&key).unwrap();
     // C_Finalize + C_Initialize: the module is up but every session and
@@ -51,6 +52,7 @@ fn module_finalized_behind_our_back() {
     let _p = cryptoki();
     signs(&key).unwrap();
     // Threads racing through the recovery all succeed.
+    pkcs11_support::past_reset_interval();
     cryptoki().finalize().unwrap();
     std::thread::scope(|s| {
         for _ in 0..4 {
@@ -96,6 +98,7 @@ fn token_removed_and_reinitialized() {
         "{err:?}"
     );
     copy_dir(&backup, &dir);
+    pkcs11_support::past_reset_interval();
     signs(&key).unwrap();
 
     // Re-initialized: same label, no keys.
@@ -120,6 +123,7 @@ fn token_removed_and_reinitialized() {
     );
     std::fs::remove_dir_all(&dir).unwrap();
     copy_dir(&backup, &dir);
+    pkcs11_support::past_reset_interval();
     signs(&key).unwrap();
 }
 
@@ -178,8 +182,9 @@ fn two_processes_sign_with_one_key() {
 }
 
 /// A PIN that the token starts rejecting is reported and never offered
-/// again by that key handle: not even once the PIN would be right again.
-/// Opening the key anew works.
+/// again to that token by this process: not by that key handle, not even
+/// once the PIN would be right again, and not by the key opened anew with
+/// it. A different PIN is offered.
 #[test]
 fn rejected_pin_is_not_retried() {
     use cryptoki::session::UserType;
@@ -216,7 +221,16 @@ fn rejected_pin_is_not_retried() {
         Err(Error::WrongPin { .. }) => {}
         other => panic!("the handle offered its rejected PIN again: {other:?}"),
     }
-    signs(&PopKey::open(key.uri()).unwrap()).unwrap();
+    match PopKey::open(key.uri()) {
+        Err(Error::WrongPin { .. }) => {}
+        other => panic!("a new handle offered the rejected PIN again: {other:?}"),
+    }
+    change(pkcs11_support::USER_PIN, "135790");
+    let other_pin = t.uri("k").replace(
+        &format!("pin-source={}", t.hsm.pin_file.display()),
+        "pin-value=135790",
+    );
+    signs(&PopKey::open(&other_pin).unwrap()).unwrap();
 }
 
 /// Without module-path the module comes from PKCS11_MODULE.

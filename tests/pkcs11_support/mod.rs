@@ -227,3 +227,22 @@ pub fn slot_of(p: &cryptoki::context::Pkcs11, label: &str) -> cryptoki::slot::Sl
         })
         .unwrap_or_else(|| panic!("token {label} not found"))
 }
+
+/// popkey re-initializes a module at most once per 2 s. Tests that need it
+/// to re-initialize again (to see a token put back behind its back) wait
+/// this long first.
+pub fn past_reset_interval() {
+    std::thread::sleep(std::time::Duration::from_millis(2100));
+}
+
+/// Logs `session`'s application in with `pin` (already logged in is fine).
+pub fn login(session: &cryptoki::session::Session, pin: &str) {
+    use cryptoki::error::{Error as CkError, RvError};
+    match session.login(
+        cryptoki::session::UserType::User,
+        Some(&cryptoki::types::AuthPin::from(pin)),
+    ) {
+        Ok(()) | Err(CkError::Pkcs11(RvError::UserAlreadyLoggedIn, _)) => {}
+        Err(e) => panic!("C_Login: {e}"),
+    }
+}

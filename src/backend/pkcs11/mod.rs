@@ -43,6 +43,9 @@ const MAX_IDLE: usize = 32;
 /// Bytes of random `CKA_ID` for new keys.
 const NEW_ID_LEN: usize = 16;
 
+/// Random `CKA_ID`s tried for a new key before giving up.
+const NEW_ID_TRIES: usize = 8;
+
 /// A private key on a PKCS#11 token.
 pub(crate) struct Pkcs11Key {
     module: Arc<Module>,
@@ -63,8 +66,6 @@ struct State {
     slot: Option<Found>,
     handle: Option<ObjectHandle>,
     idle: Vec<Session>,
-    /// The token rejected our PIN: do not offer it again.
-    pin_rejected: bool,
 }
 
 /// What to do after a failed attempt.
@@ -80,6 +81,28 @@ enum Next {
 /// belong to someone else's session.
 fn abandon(session: Session) {
     std::mem::forget(session);
+}
+
+/// Closes a session opened in module epoch `epoch`, unless the module was
+/// re-initialized since (then its handle number may belong to a session of
+/// the new generation, and it is abandoned). The module cannot be reset
+/// while the close runs. The caller must not hold a [`Live`] of the module.
+fn close(module: &Module, epoch: u64, session: Session) {
+    match module.current(epoch) {
+        Some(_live) => drop(session),
+        None => abandon(session),
+    }
+}
+
+/// The error `open` reports when the module could not be re-initialized to
+/// look again: the original one (same type), with why there was no reset.
+fn not_reset(original: Error, why: Error) -> Error {
+    match original {
+        Error::KeyNotFound(m) => Error::KeyNotFound(format!("{m}; {why}")),
+        Error::TokenNotFound(m) => Error::TokenNotFound(format!("{m}; {why}")),
+        Error::TokenUnavailable(m) => Error::TokenUnavailable(format!("{m}; {why}")),
+        other => other,
+    }
 }
 
 fn check_type(raw: &str, uri: &Pkcs11Uri) -> Result<()> {
@@ -154,8 +177,31 @@ pub(crate) fn open(raw: &str, uri: &Pkcs11Uri) -> Result<Pkcs11Key> {
         // softhsm2-util) shows up after a re-initialization; other open keys
         // recover from it transparently. A token SoftHSM2 could not read
         // because another process was rewriting it is read afresh the same way.
-        Err(Error::KeyNotFound(_) | Error::TokenNotFound(_) | Error::TokenUnavailable(_)) => {
-            module.reinitialize(epoch)?;
+        Err(e @ (Error::KeyNotFound(_) | Error::TokenNotFound(_) | Error::TokenUnavailable(_))) => {
+            // A token being rewritten may just need asking again (slot list
+            // and all) before the module is reset for it.
+            let e = if matches!(e, Error::KeyNotFound(_)) {
+                e
+            } else {
+                std::thread::sleep(std::time::Duration::from_millis(50));
+                match Pkcs11Key::open_selected(
+                    Arc::clone(&module),
+                    token.clone(),
+                    key.clone(),
+                    pin.clone(),
+                    uri.alg,
+                ) {
+                    Err(
+                        e @ (Error::KeyNotFound(_)
+                        | Error::TokenNotFound(_)
+                        | Error::TokenUnavailable(_)),
+                    ) => e,
+                    other => return other,
+                }
+            };
+            if let Err(why) = module.reinitialize(epoch) {
+                return Err(not_reset(e, why));
+            }
             Pkcs11Key::open_selected(module, token, key, pin, uri.alg)
         }
         other => other,
@@ -189,6 +235,7 @@ pub(crate) fn create(
     let pin = Pin::from_uri(uri)?;
     let selector = TokenSelector::from_uri(uri);
     let live = module.live()?;
+    let epoch = live.epoch();
     let found = selector.find(live.ctx()).map_err(Fail::into_error)?;
     let session = live
         .ctx()
@@ -199,7 +246,7 @@ pub(crate) fn create(
         login_required: true,
         ..found.clone()
     };
-    token::login(&session, &pin, &must_login).map_err(Fail::into_error)?;
+    token::login(&session, &pin, &must_login, &module.rejected).map_err(Fail::into_error)?;
     if object::label_in_use(&session, &label).map_err(Fail::into_error)? {
         return Err(Error::LabelInUse {
             token: found.label.clone(),
@@ -208,7 +255,18 @@ pub(crate) fn create(
         });
     }
     let mut id = [0u8; NEW_ID_LEN];
+    let mut tries = 0;
     loop {
+        if tries == NEW_ID_TRIES {
+            return Err(Error::Backend {
+                backend: "pkcs11",
+                message: format!(
+                    "token `{}` reported every one of {NEW_ID_TRIES} random {NEW_ID_LEN}-byte CKA_IDs as in use; no key was created",
+                    found.label
+                ),
+            });
+        }
+        tries += 1;
         rand::rngs::OsRng.fill_bytes(&mut id);
         if !object::id_in_use(&session, &id).map_err(Fail::into_error)? {
             break;
@@ -216,11 +274,6 @@ pub(crate) fn create(
     }
     let (public, private) =
         object::generate(&session, alg, rsa_bits, &id, &label).map_err(Fail::into_error)?;
-    let destroy = |e: Error| {
-        let _ = session.destroy_object(private);
-        let _ = session.destroy_object(public);
-        e
-    };
     // The new key must be found by its label and id, readable, and
     // prove the pair; otherwise it goes.
     let key = KeySelector {
@@ -228,7 +281,7 @@ pub(crate) fn create(
         label: Some(label.clone()),
     };
     drop(live);
-    let opened = Pkcs11Key::open_selected(Arc::clone(&module), selector, key, pin, Some(alg))
+    let opened = Pkcs11Key::open_selected(Arc::clone(&module), selector, key, pin.clone(), Some(alg))
         .and_then(|k| {
             if !k.non_exportable {
                 return Err(Error::Backend {
@@ -241,7 +294,66 @@ pub(crate) fn create(
             }
             k.prove().map(|()| k)
         });
-    opened.map_err(destroy)
+    match opened {
+        Ok(k) => {
+            close(&module, epoch, session);
+            Ok(k)
+        }
+        Err(e) => {
+            remove_new_pair(
+                &module,
+                epoch,
+                session,
+                [public, private],
+                &found,
+                &id,
+                &pin,
+            );
+            Err(e)
+        }
+    }
+}
+
+/// Removes a key pair `create` made: by its handles through `session` while
+/// the module is still in `epoch`; otherwise (the module was re-initialized
+/// and the handles may name other objects now) by its `CKA_ID` through a
+/// fresh session. Best effort.
+fn remove_new_pair(
+    module: &Module,
+    epoch: u64,
+    session: Session,
+    handles: [ObjectHandle; 2],
+    found: &Found,
+    id: &[u8],
+    pin: &Pin,
+) {
+    if let Some(_live) = module.current(epoch) {
+        for h in handles {
+            let _ = session.destroy_object(h);
+        }
+        drop(session);
+        return;
+    }
+    abandon(session);
+    let Ok(live) = module.live() else { return };
+    let Ok(found) = TokenSelector::exact(found).find(live.ctx()) else {
+        return;
+    };
+    let Ok(s) = live.ctx().open_rw_session(found.slot) else {
+        return;
+    };
+    let must_login = Found {
+        login_required: true,
+        ..found
+    };
+    if token::login(&s, pin, &must_login, &module.rejected).is_err() {
+        return;
+    }
+    if let Ok(objects) = s.find_objects(&[cryptoki::object::Attribute::Id(id.to_vec())]) {
+        for h in objects {
+            let _ = s.destroy_object(h);
+        }
+    }
 }
 
 impl Pkcs11Key {
@@ -260,7 +372,7 @@ impl Pkcs11Key {
                 .open_ro_session(found.slot)
                 .ctx("open a session")
                 .map_err(Fail::into_error)?;
-            token::login(&session, &pin, &found).map_err(Fail::into_error)?;
+            token::login(&session, &pin, &found, &module.rejected).map_err(Fail::into_error)?;
             let handle =
                 object::find_private(&session, &key, &found.label).map_err(Fail::into_error)?;
             let info =
@@ -291,7 +403,6 @@ impl Pkcs11Key {
                 slot: Some(found),
                 handle: Some(info.handle),
                 idle: vec![session],
-                pin_rejected: false,
             }),
         })
     }
@@ -307,6 +418,33 @@ impl Pkcs11Key {
                 "the new key on token `{}` did not verify its own signature ({e})",
                 self.token_label
             ))
+        })
+    }
+
+    /// Signs a random challenge with `handle` and verifies it in software
+    /// with the public key this handle advertises. Only after a key was
+    /// found again, never on the signing path.
+    fn prove_handle(
+        &self,
+        session: &Session,
+        handle: ObjectHandle,
+    ) -> std::result::Result<(), Fail> {
+        let mut challenge = [0u8; 32];
+        rand::rngs::OsRng.fill_bytes(&mut challenge);
+        let sig = sign::sign(
+            session,
+            handle,
+            self.alg,
+            &sign::mechanism(self.alg),
+            &challenge,
+            self.jwk.signature_len(),
+        )?;
+        self.jwk.verify(self.alg, &challenge, &sig).map_err(|e| {
+            Fail::Done(Error::KeyMismatch(format!(
+                "the key {} on token `{}` was found again but is not the key that was opened: its private key does not match the public key this handle uses ({e}); popkey will not sign with it, open it again",
+                self.key.describe(),
+                self.token_label
+            )))
         })
     }
 
@@ -342,17 +480,19 @@ impl Pkcs11Key {
                     return Ok((s, h));
                 }
             }
-            if st.pin_rejected {
-                return Err(Error::WrongPin {
-                    token: self.token_label.clone(),
-                }
-                .into());
-            }
             (st.slot.clone(), st.handle)
         };
         let found = match slot {
             Some(f) => f,
-            None => self.token.find(live.ctx()).map_err(|f| match f {
+            None => match self.token.find(live.ctx()) {
+                // Asked once more before anyone resets the module for it.
+                Err(Fail::Done(Error::TokenNotFound(_))) => {
+                    std::thread::sleep(std::time::Duration::from_millis(20));
+                    self.token.find(live.ctx())
+                }
+                r => r,
+            }
+            .map_err(|f| match f {
                 Fail::Done(Error::TokenNotFound(why)) => Fail::Done(Error::TokenUnavailable(
                     format!(
                         "token `{}` that holds this key is not there ({why}); popkey looks for it again on the next call",
@@ -366,12 +506,7 @@ impl Pkcs11Key {
             .ctx()
             .open_ro_session(found.slot)
             .ctx("open a session")?;
-        if let Err(f) = token::login(&session, &self.pin, &found) {
-            if matches!(f, Fail::Done(Error::WrongPin { .. })) {
-                self.lock().pin_rejected = true;
-            }
-            return Err(f);
-        }
+        token::login(&session, &self.pin, &found, &self.module.rejected)?;
         let handle = match handle {
             Some(h) => h,
             None => {
@@ -392,6 +527,10 @@ impl Pkcs11Key {
                     ))
                     .into());
                 }
+                // Another public object with the same CKA_ID may still show
+                // the old public key: the private key must prove it is the
+                // pair of the public key this handle advertises.
+                self.prove_handle(&session, h)?;
                 h
             }
         };
@@ -403,12 +542,22 @@ impl Pkcs11Key {
         Ok((session, handle))
     }
 
-    fn checkin(&self, epoch: u64, session: Session) {
+    /// Puts a session of module epoch `epoch` back in the pool. `live`: the
+    /// caller still holds the module in that epoch (so a session that does
+    /// not fit is closed at once; otherwise only if the epoch still holds).
+    fn checkin(&self, live: Option<&Live<'_>>, epoch: u64, session: Session) {
         let mut st = self.lock();
         if st.epoch != epoch {
             abandon(session);
         } else if st.idle.len() < MAX_IDLE {
             st.idle.push(session);
+        } else {
+            drop(st);
+            match live {
+                Some(l) if l.epoch() == epoch => drop(session),
+                Some(_) => abandon(session),
+                None => close(&self.module, epoch, session),
+            }
         }
     }
 
@@ -433,7 +582,7 @@ impl Pkcs11Key {
                     self.jwk.signature_len(),
                 ) {
                     Ok(sig) => {
-                        self.checkin(epoch, session);
+                        self.checkin(Some(&live), epoch, session);
                         return Ok(sig);
                     }
                     Err(f) => (f, Some(session)),
@@ -445,15 +594,17 @@ impl Pkcs11Key {
         let Some(rv) = fail.rv() else {
             // A popkey error; the session (if any) is fine.
             if let Some(s) = session {
-                self.checkin(epoch, s);
+                self.checkin(None, epoch, s);
             }
             return match fail {
                 Fail::Done(e @ Error::TokenUnavailable(_)) if !*reinitialized => {
                     // The token may be back but only visible to a freshly
                     // initialized module (SoftHSM scans tokens at C_Initialize).
                     *reinitialized = true;
-                    self.module.reinitialize(epoch).map_err(Next::Fatal)?;
-                    Err(Next::Retry(e))
+                    match self.module.reinitialize(epoch) {
+                        Ok(()) => Err(Next::Retry(e)),
+                        Err(why) => Err(Next::Fatal(not_reset(e, why))),
+                    }
                 }
                 f => Err(Next::Fatal(f.into_error())),
             };
@@ -471,7 +622,9 @@ impl Pkcs11Key {
         } else if is_key_or_login_gone(rv) {
             // Logged out or the object store changed: log in again and find
             // the key again (checked to be the same key).
-            drop(session);
+            if let Some(s) = session {
+                close(&self.module, epoch, s);
+            }
             self.lock().handle = None;
             Err(Next::Retry(err))
         } else if rv == RvError::CryptokiNotInitialized {
@@ -494,11 +647,15 @@ impl Pkcs11Key {
                 return Err(Next::Fatal(e));
             }
             *reinitialized = true;
-            self.module.reinitialize(epoch).map_err(Next::Fatal)?;
-            Err(Next::Retry(e))
+            match self.module.reinitialize(epoch) {
+                Ok(()) => Err(Next::Retry(e)),
+                Err(why) => Err(Next::Fatal(not_reset(e, why))),
+            }
         } else {
             // The operation failed on a sound session: close it, report.
-            drop(session);
+            if let Some(s) = session {
+                close(&self.module, epoch, s);
+            }
             Err(Next::Fatal(err))
         }
     }
@@ -509,9 +666,12 @@ impl Drop for Pkcs11Key {
     /// or to the parent of a forked process: those are left alone.
     fn drop(&mut self) {
         let st = self.state.get_mut().unwrap_or_else(PoisonError::into_inner);
-        if !self.module.is_current(st.epoch) {
-            for s in st.idle.drain(..) {
-                abandon(s);
+        match self.module.current(st.epoch) {
+            Some(_live) => st.idle.clear(),
+            None => {
+                for s in st.idle.drain(..) {
+                    abandon(s);
+                }
             }
         }
     }

@@ -11,12 +11,19 @@
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, OnceLock, PoisonError, RwLock, RwLockReadGuard};
+use std::time::{Duration, Instant};
 
 use cryptoki::context::{CInitializeArgs, CInitializeFlags, Pkcs11};
 use cryptoki::error::{Error as CkError, RvError};
 
+use super::pin::RejectedPins;
 use crate::error::{Error, Result};
 use crate::uri::Pkcs11Uri;
+
+/// At most one re-initialization per module in this window; callers that
+/// would reset again within it get [`Error::TokenUnavailable`]. A forked
+/// child is not held to it (it must initialize anew).
+const RESET_INTERVAL: Duration = Duration::from_secs(2);
 
 /// Where p11-kit installs its proxy module, which forwards to every module
 /// the system has registered.
@@ -57,12 +64,20 @@ struct State {
     pid: u32,
     /// Bumped on every re-initialization.
     epoch: u64,
+    /// popkey's own `C_Initialize` initialized the module (it did not
+    /// answer `CKR_CRYPTOKI_ALREADY_INITIALIZED`). Only such a module is
+    /// ever finalized by popkey.
+    owned: bool,
+    /// When popkey last re-initialized the module.
+    last_reset: Option<Instant>,
 }
 
 /// One loaded, initialized PKCS#11 module.
 pub(crate) struct Module {
     path: PathBuf,
     state: RwLock<State>,
+    /// PINs tokens rejected, for every key of this module in this process.
+    pub(super) rejected: RejectedPins,
 }
 
 /// A module known to be initialized in this process. Holding it keeps the
@@ -113,7 +128,7 @@ pub(super) fn load(path: &Path) -> Result<Arc<Module>> {
         }
         other => bad(format!("is not a usable PKCS#11 module: {other}")),
     })?;
-    initialize(&ctx).map_err(|e| bad(format!("C_Initialize failed: {e}")))?;
+    let owned = initialize(&ctx).map_err(|e| bad(format!("C_Initialize failed: {e}")))?;
     let module = Arc::new(Module {
         path: canonical.clone(),
         state: RwLock::new(State {
@@ -121,17 +136,21 @@ pub(super) fn load(path: &Path) -> Result<Arc<Module>> {
             ready: true,
             pid: std::process::id(),
             epoch: 0,
+            owned,
+            last_reset: None,
         }),
+        rejected: RejectedPins::default(),
     });
     reg.insert(canonical, Arc::clone(&module));
     Ok(module)
 }
 
 /// `C_Initialize` with OS locking. A module someone else in this process
-/// already initialized is fine.
-fn initialize(ctx: &Pkcs11) -> std::result::Result<(), String> {
+/// already initialized is fine (but not popkey's: returns false).
+fn initialize(ctx: &Pkcs11) -> std::result::Result<bool, String> {
     match ctx.initialize(CInitializeArgs::new(CInitializeFlags::OS_LOCKING_OK)) {
-        Ok(()) | Err(CkError::Pkcs11(RvError::CryptokiAlreadyInitialized, _)) => Ok(()),
+        Ok(()) => Ok(true),
+        Err(CkError::Pkcs11(RvError::CryptokiAlreadyInitialized, _)) => Ok(false),
         Err(CkError::Pkcs11(rv, _)) => Err(super::errors::ckr_name(rv)),
         Err(e) => Err(e.to_string()),
     }
@@ -146,11 +165,12 @@ impl Module {
             .epoch
     }
 
-    /// True when sessions opened in `epoch` are still this process's own
-    /// and valid as far as the module knows.
-    pub(super) fn is_current(&self, epoch: u64) -> bool {
-        let st = self.state.read().unwrap_or_else(PoisonError::into_inner);
-        st.ready && st.epoch == epoch && st.pid == std::process::id()
+    /// The module, if it is still in `epoch` (so handles of that epoch may
+    /// be closed while the returned guard is held); never re-initializes.
+    pub(super) fn current(&self, epoch: u64) -> Option<Live<'_>> {
+        let guard = self.state.read().unwrap_or_else(PoisonError::into_inner);
+        (guard.ready && guard.epoch == epoch && guard.pid == std::process::id())
+            .then_some(Live { guard })
     }
 
     /// The module, initialized in this process (re-initialized first after
@@ -176,21 +196,66 @@ impl Module {
     /// since `seen_epoch`. In a forked child the parent's state is left alone
     /// (no `C_Finalize`, no session closed) and the module initialized anew.
     /// The caller must not hold a [`Live`] of this module.
+    ///
+    /// Held back: at most one reset per [`RESET_INTERVAL`] (callers within it
+    /// get [`Error::TokenUnavailable`]), and a module that another library in
+    /// this process initialized is never finalized: it is only initialized
+    /// when it says it is not, otherwise this is an error.
     pub(super) fn reinitialize(&self, seen_epoch: u64) -> Result<()> {
         let mut st = self.state.write().unwrap_or_else(PoisonError::into_inner);
         let pid = std::process::id();
         if st.epoch != seen_epoch && st.ready && st.pid == pid {
             return Ok(());
         }
-        if st.pid == pid {
+        let forked = st.pid != pid;
+        if !forked {
+            if let Some(t) = st.last_reset {
+                if t.elapsed() < RESET_INTERVAL {
+                    return Err(Error::TokenUnavailable(format!(
+                        "the PKCS#11 module {} was re-initialized less than {} s ago; popkey resets it at most once per {} s and looks for the token again on a later call",
+                        self.path.display(),
+                        RESET_INTERVAL.as_secs(),
+                        RESET_INTERVAL.as_secs()
+                    )));
+                }
+            }
+        }
+        if !forked && !st.owned {
+            // Not ours to finalize: initialize only if it is not initialized
+            // any more (its owner finalized it).
+            st.last_reset = Some(Instant::now());
+            return match initialize(&st.ctx) {
+                Ok(true) => {
+                    st.owned = true;
+                    st.epoch += 1;
+                    st.ready = true;
+                    Ok(())
+                }
+                Ok(false) => Err(Error::Pkcs11Module {
+                    path: self.path.clone(),
+                    reason: "another library in this process initialized this module, so popkey does not finalize and re-initialize it to recover; the token may show up again once that library re-initializes it, or run popkey in a process of its own".into(),
+                }),
+                Err(code) => {
+                    st.epoch += 1;
+                    st.ready = false;
+                    Err(Error::Pkcs11Module {
+                        path: self.path.clone(),
+                        reason: format!("C_Initialize failed while recovering: {code}"),
+                    })
+                }
+            };
+        }
+        if !forked {
             // Errors (typically CKR_CRYPTOKI_NOT_INITIALIZED when someone else
             // finalized the module) do not matter: we initialize next.
             let _ = st.ctx.clone().finalize();
         }
         st.epoch += 1;
         st.pid = pid;
+        st.last_reset = Some(Instant::now());
         match initialize(&st.ctx) {
-            Ok(()) => {
+            Ok(owned) => {
+                st.owned = owned;
                 st.ready = true;
                 Ok(())
             }

@@ -1,8 +1,13 @@
 //! The user PIN: read once from `pin-source` (a file) or `pin-value`, kept
 //! in memory that is zeroized on drop, never printed.
 
+use std::collections::HashSet;
 use std::fmt;
 use std::io::Read;
+use std::sync::{Mutex, OnceLock, PoisonError};
+
+use rand::RngCore;
+use sha2::{Digest, Sha256};
 
 use cryptoki::types::AuthPin;
 use zeroize::Zeroizing;
@@ -69,15 +74,77 @@ impl Pin {
         Ok(Pin(Some(Zeroizing::new(text.to_owned()))))
     }
 
+    /// A SHA-256 of the PIN (salted with a per-process random value), to
+    /// recognize a PIN without keeping it; `None` without a PIN.
+    fn digest(&self) -> Option<[u8; 32]> {
+        static SALT: OnceLock<[u8; 32]> = OnceLock::new();
+        let salt = SALT.get_or_init(|| {
+            let mut s = [0u8; 32];
+            rand::rngs::OsRng.fill_bytes(&mut s);
+            s
+        });
+        let p = self.0.as_deref()?;
+        let mut h = Sha256::new();
+        h.update(salt);
+        h.update(p.as_bytes());
+        Some(h.finalize().into())
+    }
+
     /// The PIN in cryptoki's form (a `secrecy` box, zeroized on drop).
     pub(super) fn auth(&self) -> Option<AuthPin> {
         self.0.as_deref().map(|p| AuthPin::from(p.as_str()))
     }
 }
 
+/// PINs a token rejected, process-wide per module: every key offering the
+/// same PIN to the same token (serial and label) fails at once instead of
+/// spending another of the token's tries. Only digests are kept.
+#[derive(Default)]
+pub(crate) struct RejectedPins(Mutex<HashSet<(String, String, [u8; 32])>>);
+
+impl RejectedPins {
+    fn entry(serial: &str, label: &str, pin: &Pin) -> Option<(String, String, [u8; 32])> {
+        Some((serial.to_owned(), label.to_owned(), pin.digest()?))
+    }
+
+    /// True when this token already rejected this PIN.
+    pub(super) fn contains(&self, serial: &str, label: &str, pin: &Pin) -> bool {
+        Self::entry(serial, label, pin).is_some_and(|e| {
+            self.0
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .contains(&e)
+        })
+    }
+
+    /// Remembers that this token rejected this PIN.
+    pub(super) fn insert(&self, serial: &str, label: &str, pin: &Pin) {
+        if let Some(e) = Self::entry(serial, label, pin) {
+            self.0
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .insert(e);
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn rejected_by_token_and_pin() {
+        let r = RejectedPins::default();
+        let a = Pin(Some(Zeroizing::new("123456".into())));
+        let b = Pin(Some(Zeroizing::new("654321".into())));
+        r.insert("s1", "t", &a);
+        assert!(r.contains("s1", "t", &a));
+        assert!(!r.contains("s1", "t", &b));
+        assert!(!r.contains("s2", "t", &a));
+        assert!(!r.contains("s1", "u", &a));
+        r.insert("s1", "t", &Pin(None));
+        assert!(!r.contains("s1", "t", &Pin(None)));
+    }
 
     #[test]
     fn debug_redacts() {

@@ -6,7 +6,7 @@ use cryptoki::session::{Session, SessionState, UserType};
 use cryptoki::slot::Slot;
 
 use super::errors::{Ctx, Fail};
-use super::pin::Pin;
+use super::pin::{Pin, RejectedPins};
 use crate::error::Error;
 use crate::uri::Pkcs11Uri;
 
@@ -25,6 +25,7 @@ pub(super) struct TokenSelector {
 pub(super) struct Found {
     pub(super) slot: Slot,
     pub(super) label: String,
+    pub(super) serial: String,
     pub(super) login_required: bool,
     /// The token has its own PIN pad (`CKF_PROTECTED_AUTHENTICATION_PATH`).
     pub(super) pin_pad: bool,
@@ -38,6 +39,15 @@ impl TokenSelector {
             model: uri.model.clone(),
             serial: uri.serial.clone(),
             slot_id: uri.slot_id,
+        }
+    }
+
+    /// Exactly the token found before (its serial and label).
+    pub(super) fn exact(found: &Found) -> Self {
+        TokenSelector {
+            label: Some(found.label.clone()),
+            serial: Some(found.serial.clone()),
+            ..TokenSelector::default()
         }
     }
 
@@ -104,6 +114,7 @@ impl TokenSelector {
                 matches.push(Found {
                     slot,
                     label: info.label().to_owned(),
+                    serial: info.serial_number().to_owned(),
                     login_required: info.login_required(),
                     pin_pad: info.protected_authentication_path(),
                 });
@@ -153,8 +164,15 @@ fn present(seen: &[String]) -> String {
 
 /// Logs the user in on `session` unless the application already is (login
 /// state is per token, shared by all sessions). `CKR_USER_ALREADY_LOGGED_IN`
-/// counts as success. A wrong PIN is reported, never retried here.
-pub(super) fn login(session: &Session, pin: &Pin, found: &Found) -> Result<(), Fail> {
+/// counts as success. A wrong PIN is reported, never retried here, and
+/// recorded in `rejected`: a PIN the token rejected is never offered to it
+/// again by this process (any key), the call fails with `WrongPin` at once.
+pub(super) fn login(
+    session: &Session,
+    pin: &Pin,
+    found: &Found,
+    rejected: &RejectedPins,
+) -> Result<(), Fail> {
     let token = found.label.as_str();
     let info = session.get_session_info().ctx("read session state")?;
     if matches!(
@@ -184,20 +202,19 @@ pub(super) fn login(session: &Session, pin: &Pin, found: &Found) -> Result<(), F
         }
         return Ok(());
     };
-    // Errors that say the token could not be read (SoftHSM2 answers them
-    // while another process rewrites the token's files) are asked again; the
-    // PIN was not checked, so no retry counter moves. A rejected PIN is
-    // never tried again.
+    if rejected.contains(&found.serial, token, pin) {
+        return Err(Error::WrongPin {
+            token: token.to_owned(),
+        }
+        .into());
+    }
+    // CKR_GENERAL_ERROR (SoftHSM2 answers it while another process rewrites
+    // the token's files; the PIN was not checked) is asked again, at most
+    // twice. Nothing else is: other errors may have spent a try.
     let mut tries = 0;
     let result = loop {
         match session.login(UserType::User, Some(&auth)) {
-            Err(CkError::Pkcs11(
-                RvError::GeneralError
-                | RvError::DeviceError
-                | RvError::FunctionFailed
-                | RvError::UserPinNotInitialized,
-                _,
-            )) if tries < 5 => {
+            Err(CkError::Pkcs11(RvError::GeneralError, _)) if tries < 2 => {
                 tries += 1;
                 std::thread::sleep(std::time::Duration::from_millis(10 * tries));
             }
@@ -207,6 +224,7 @@ pub(super) fn login(session: &Session, pin: &Pin, found: &Found) -> Result<(), F
     match result {
         Ok(()) | Err(CkError::Pkcs11(RvError::UserAlreadyLoggedIn, _)) => Ok(()),
         Err(CkError::Pkcs11(RvError::PinIncorrect | RvError::PinLenRange | RvError::PinInvalid, _)) => {
+            rejected.insert(&found.serial, token, pin);
             Err(Error::WrongPin {
                 token: token.to_owned(),
             }
