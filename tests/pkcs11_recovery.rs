@@ -136,7 +136,7 @@ fn copy_dir(from: &std::path::Path, to: &std::path::Path) {
 }
 
 /// Two processes sign with the same token key at the same time: two
-/// threads each run the `popkey` binary 30 times in a row, so two processes
+/// threads each run the `popkey` binary 10 times in a row, so two processes
 /// (each with its own C_Initialize, session and login) are signing with the
 /// key at any moment; every SHR verifies.
 #[test]
@@ -149,7 +149,7 @@ fn two_processes_sign_with_one_key() {
         .map(|w| {
             let (conf, uri) = (t.hsm.conf.clone(), key.uri().to_owned());
             std::thread::spawn(move || {
-                (0..30)
+                (0..10)
                     .map(|i| {
                         let out = std::process::Command::new(env!("CARGO_BIN_EXE_popkey"))
                             .args(["shr", "--key", &uri, "--method", "GET"])
@@ -172,7 +172,7 @@ fn two_processes_sign_with_one_key() {
         .collect();
     for w in workers {
         let shrs = w.join().unwrap();
-        assert_eq!(shrs.len(), 30);
+        assert_eq!(shrs.len(), 10);
         for shr in &shrs {
             let (h, _) = common::verify_shr(shr);
             assert_eq!(h["kid"], key.kid());
