@@ -96,6 +96,9 @@ impl TokenCache {
     /// A token is refreshed at `refresh_in` when the server gave it, else
     /// when a tenth of its lifetime (at most 5 minutes) is left. If a refresh
     /// fails while the old token is still unexpired, the old token is used.
+    /// A failure is not shared: callers that were waiting for the failed
+    /// fetch each try once more in turn (each bounded by the retry policy
+    /// and timeouts).
     pub async fn get_or_fetch<F, Fut>(&self, key: &CacheKey, fetch: F) -> Result<Arc<TokenResponse>>
     where
         F: FnOnce() -> Fut,
