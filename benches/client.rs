@@ -7,8 +7,7 @@
 //! rows differ from the bearer row by the proof's signing and verification
 //! cost only. Under `cargo test` it runs a few requests as a smoke test.
 
-#[path = "../tests/support/authority.rs"]
-mod authority;
+use popkey_testkit::authority;
 
 use std::sync::atomic::Ordering;
 use std::sync::Arc;

@@ -10,8 +10,7 @@
 //! stopped. Clients: `demo-secret` (client secret from the file) and
 //! `demo-jwt` (private_key_jwt with the public JWK from the file).
 
-#[path = "../tests/support/authority.rs"]
-mod authority;
+use popkey_testkit::authority;
 
 use clap::Parser;
 use popkey::PublicJwk;

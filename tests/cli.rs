@@ -1,7 +1,7 @@
 //! The `popkey` binary, run as a user would, its output checked by joserfc
 //! (Python) and ring.
 
-mod common;
+use popkey_testkit::common;
 
 use std::os::unix::fs::PermissionsExt;
 use std::process::{Command, Output};

@@ -1,7 +1,6 @@
 //! Token acquisition and PopClient against the local authority and API.
 
-#[path = "support/authority.rs"]
-mod authority;
+use popkey_testkit::authority;
 
 use std::sync::atomic::Ordering;
 use std::sync::Arc;

@@ -1,7 +1,7 @@
 //! `install_default` / `default_key` / `rotate_default`: one process-wide key
 //! (this file is its own test process, so the global starts empty).
 
-mod common;
+use popkey_testkit::common;
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;

@@ -3,17 +3,17 @@
 //! (this test initializes SoftHSM before popkey does).
 #![cfg(feature = "pkcs11")]
 
-mod common;
-mod pkcs11_support;
+use popkey_testkit::common;
+use popkey_testkit::softhsm;
 
-use pkcs11_support::{cryptoki, slot_of, token};
 use popkey::shr::SignedHttpRequest;
 use popkey::{CreateOptions, Error, PopCryptoProvider, PopKey};
 use serde_json::Value;
+use softhsm::{cryptoki, slot_of, token};
 
 #[test]
 fn module_of_another_library_is_never_reset() {
-    let _serial = pkcs11_support::serial();
+    let _serial = softhsm::serial();
     let t = token();
     // "Another library": C_Initialize before popkey, and a session of its own.
     let p = cryptoki();

@@ -3,13 +3,13 @@
 //! own. Alone in its test process: fork() and threads do not mix.
 #![cfg(all(feature = "pkcs11", unix))]
 
-mod common;
-mod pkcs11_support;
+use popkey_testkit::common;
+use popkey_testkit::softhsm;
 
-use pkcs11_support::token;
 use popkey::shr::SignedHttpRequest;
 use popkey::{CreateOptions, PopCryptoProvider, PopKey};
 use serde_json::Value;
+use softhsm::token;
 
 fn shr(key: &PopKey) -> popkey::Result<String> {
     SignedHttpRequest::new("GET", "https://api.example.com/fork", "at")?.sign(key)
@@ -17,7 +17,7 @@ fn shr(key: &PopKey) -> popkey::Result<String> {
 
 #[test]
 fn child_after_fork_signs_with_fresh_sessions() {
-    let _serial = pkcs11_support::serial();
+    let _serial = softhsm::serial();
     let t = token();
     let key = PopKey::create(&t.uri("forked"), &CreateOptions::new()).unwrap();
     let jwk: Value = serde_json::from_str(key.canonical_public_key_jwk()).unwrap();

@@ -5,15 +5,15 @@
 //! test process of its own.
 #![cfg(feature = "pkcs11")]
 
-mod common;
-mod pkcs11_support;
+use popkey_testkit::common;
+use popkey_testkit::softhsm;
 
 use cryptoki::mechanism::Mechanism;
 use cryptoki::object::{Attribute, AttributeType, ObjectClass};
-use pkcs11_support::{cryptoki, slot_of, token, USER_PIN};
 use popkey::shr::SignedHttpRequest;
 use popkey::{CreateOptions, Error, PopCryptoProvider, PopKey};
 use serde_json::Value;
+use softhsm::{cryptoki, slot_of, token, USER_PIN};
 
 fn signs(key: &PopKey) -> popkey::Result<()> {
     let shr = SignedHttpRequest::new("GET", "https://api.example.com/r", "at")?.sign(key)?;
@@ -30,13 +30,13 @@ const P256: &[u8] = &[0x06, 0x08, 0x2a, 0x86, 0x48, 0xce, 0x3d, 0x03, 0x01, 0x07
 /// with KeyMismatch, never come from the other private key.
 #[test]
 fn replaced_private_key_behind_old_public_key() {
-    let _serial = pkcs11_support::serial();
+    let _serial = softhsm::serial();
     let t = token();
     let key = PopKey::create(&t.uri("k"), &CreateOptions::new()).unwrap();
     signs(&key).unwrap();
     let p = cryptoki();
     let s = p.open_rw_session(slot_of(&p, &t.label)).unwrap();
-    pkcs11_support::login(&s, USER_PIN);
+    softhsm::login(&s, USER_PIN);
     let private = s
         .find_objects(&[
             Attribute::Class(ObjectClass::PRIVATE_KEY),
@@ -100,7 +100,7 @@ fn count_low(p: &cryptoki::context::Pkcs11, label: &str) -> bool {
 /// the flag stays clear.
 #[test]
 fn rejected_pin_is_shared_by_every_key_of_the_token() {
-    let _serial = pkcs11_support::serial();
+    let _serial = softhsm::serial();
     let t = token();
     let a = PopKey::create(&t.uri("a"), &CreateOptions::new()).unwrap();
     let b = PopKey::create(&t.uri("b"), &CreateOptions::new()).unwrap();
@@ -109,7 +109,7 @@ fn rejected_pin_is_shared_by_every_key_of_the_token() {
     let p = cryptoki();
     let slot = slot_of(&p, &t.label);
     let s = p.open_rw_session(slot).unwrap();
-    pkcs11_support::login(&s, USER_PIN);
+    softhsm::login(&s, USER_PIN);
     s.set_pin(
         &cryptoki::types::AuthPin::from(USER_PIN),
         &cryptoki::types::AuthPin::from("654321"),
@@ -126,7 +126,7 @@ fn rejected_pin_is_shared_by_every_key_of_the_token() {
         "SoftHSM did not flag the rejected login"
     );
     // A good login clears the flag; then log out again.
-    pkcs11_support::login(&s, "654321");
+    softhsm::login(&s, "654321");
     s.logout().unwrap();
     assert!(!count_low(&p, &t.label));
     match signs(&b) {
@@ -154,10 +154,10 @@ fn rejected_pin_is_shared_by_every_key_of_the_token() {
 /// it stays valid through the others, and every error stays KeyNotFound.
 #[test]
 fn resets_are_rate_limited() {
-    let _serial = pkcs11_support::serial();
+    let _serial = softhsm::serial();
     let t = token();
     let key = PopKey::create(&t.uri("here"), &CreateOptions::new()).unwrap();
-    pkcs11_support::past_reset_interval();
+    softhsm::past_reset_interval();
     match PopKey::open(&t.uri("absent")) {
         Err(Error::KeyNotFound(_)) => {}
         other => panic!("expected KeyNotFound, got {other:?}"),
@@ -186,14 +186,14 @@ fn resets_are_rate_limited() {
 /// ever comes from the new key.
 #[test]
 fn token_reinitialized_with_another_key_under_the_same_name() {
-    let _serial = pkcs11_support::serial();
+    let _serial = softhsm::serial();
     let t = token();
     let key = PopKey::create(&t.uri("k"), &CreateOptions::new()).unwrap();
     signs(&key).unwrap();
     let id = {
         let p = cryptoki();
         let s = p.open_ro_session(slot_of(&p, &t.label)).unwrap();
-        pkcs11_support::login(&s, USER_PIN);
+        softhsm::login(&s, USER_PIN);
         let private = s
             .find_objects(&[
                 Attribute::Class(ObjectClass::PRIVATE_KEY),
@@ -205,11 +205,11 @@ fn token_reinitialized_with_another_key_under_the_same_name() {
             other => panic!("{other:?}"),
         }
     };
-    pkcs11_support::run(
+    softhsm::run(
         std::process::Command::new("softhsm2-util")
             .env("SOFTHSM2_CONF", &t.hsm.conf)
             .args(["--init-token", "--token", &t.label, "--label", &t.label])
-            .args(["--so-pin", pkcs11_support::SO_PIN, "--pin", USER_PIN]),
+            .args(["--so-pin", softhsm::SO_PIN, "--pin", USER_PIN]),
         "softhsm2-util --init-token",
         "softhsm2",
     );
@@ -233,7 +233,7 @@ fn token_reinitialized_with_another_key_under_the_same_name() {
             // Not seen yet: popkey looks again on a later call.
             Err(e @ (Error::TokenUnavailable(_) | Error::KeyNotFound(_))) => {
                 eprintln!("{e}");
-                pkcs11_support::past_reset_interval();
+                softhsm::past_reset_interval();
             }
             other => panic!("expected KeyMismatch, got {other:?}"),
         }

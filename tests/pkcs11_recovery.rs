@@ -4,13 +4,13 @@
 //! test process of its own (these tests finalize the module).
 #![cfg(feature = "pkcs11")]
 
-mod common;
-mod pkcs11_support;
+use popkey_testkit::common;
+use popkey_testkit::softhsm;
 
-use pkcs11_support::{cryptoki, slot_of, token};
 use popkey::shr::SignedHttpRequest;
 use popkey::{Algorithm, CreateOptions, Error, PopCryptoProvider, PopKey};
 use serde_json::Value;
+use softhsm::{cryptoki, slot_of, token};
 
 fn signs(key: &PopKey) -> popkey::Result<()> {
     let shr = SignedHttpRequest::new("GET", "https://api.example.com/r", "at")?.sign(key)?;
@@ -21,7 +21,7 @@ fn signs(key: &PopKey) -> popkey::Result<()> {
 
 #[test]
 fn logout_behind_our_back() {
-    let _serial = pkcs11_support::serial();
+    let _serial = softhsm::serial();
     let t = token();
     let key = PopKey::create(&t.uri("k"), &CreateOptions::new()).unwrap();
     signs(&key).unwrap();
@@ -38,12 +38,12 @@ fn logout_behind_our_back() {
 
 #[test]
 fn module_finalized_behind_our_back() {
-    let _serial = pkcs11_support::serial();
+    let _serial = softhsm::serial();
     let t = token();
     let key = PopKey::create(&t.uri("k"), &CreateOptions::new().alg(Algorithm::RS256)).unwrap();
     signs(&key).unwrap();
     // C_Finalize: every session closed, the module uninitialized.
-    pkcs11_support::past_reset_interval();
+    softhsm::past_reset_interval();
     cryptoki().finalize().unwrap();
     signs(&key).unwrap();
     // C_Finalize + C_Initialize: the module is up but every session and
@@ -52,7 +52,7 @@ fn module_finalized_behind_our_back() {
     let _p = cryptoki();
     signs(&key).unwrap();
     // Threads racing through the recovery all succeed.
-    pkcs11_support::past_reset_interval();
+    softhsm::past_reset_interval();
     cryptoki().finalize().unwrap();
     std::thread::scope(|s| {
         for _ in 0..4 {
@@ -69,7 +69,7 @@ fn module_finalized_behind_our_back() {
 /// back; and the token is re-initialized (all keys gone), then restored.
 #[test]
 fn token_removed_and_reinitialized() {
-    let _serial = pkcs11_support::serial();
+    let _serial = softhsm::serial();
     let t = token();
     let key = PopKey::create(&t.uri("k"), &CreateOptions::new()).unwrap();
     signs(&key).unwrap();
@@ -98,20 +98,15 @@ fn token_removed_and_reinitialized() {
         "{err:?}"
     );
     copy_dir(&backup, &dir);
-    pkcs11_support::past_reset_interval();
+    softhsm::past_reset_interval();
     signs(&key).unwrap();
 
     // Re-initialized: same label, no keys.
-    pkcs11_support::run(
+    softhsm::run(
         std::process::Command::new("softhsm2-util")
             .env("SOFTHSM2_CONF", &t.hsm.conf)
             .args(["--init-token", "--token", &t.label, "--label", &t.label])
-            .args([
-                "--so-pin",
-                pkcs11_support::SO_PIN,
-                "--pin",
-                pkcs11_support::USER_PIN,
-            ]),
+            .args(["--so-pin", softhsm::SO_PIN, "--pin", softhsm::USER_PIN]),
         "softhsm2-util --init-token",
         "softhsm2",
     );
@@ -123,7 +118,7 @@ fn token_removed_and_reinitialized() {
     );
     std::fs::remove_dir_all(&dir).unwrap();
     copy_dir(&backup, &dir);
-    pkcs11_support::past_reset_interval();
+    softhsm::past_reset_interval();
     signs(&key).unwrap();
 }
 
@@ -141,7 +136,7 @@ fn copy_dir(from: &std::path::Path, to: &std::path::Path) {
 /// key at any moment; every SHR verifies.
 #[test]
 fn two_processes_sign_with_one_key() {
-    let _serial = pkcs11_support::serial();
+    let _serial = softhsm::serial();
     let t = token();
     let key = PopKey::create(&t.uri("shared"), &CreateOptions::new()).unwrap();
     let jwk: Value = serde_json::from_str(key.canonical_public_key_jwk()).unwrap();
@@ -189,7 +184,7 @@ fn two_processes_sign_with_one_key() {
 fn rejected_pin_is_not_retried() {
     use cryptoki::session::UserType;
     use cryptoki::types::AuthPin;
-    let _serial = pkcs11_support::serial();
+    let _serial = softhsm::serial();
     let t = token();
     let key = PopKey::create(&t.uri("k"), &CreateOptions::new()).unwrap();
     signs(&key).unwrap();
@@ -209,14 +204,14 @@ fn rejected_pin_is_not_retried() {
         // Logs popkey's sessions out as well.
         s.logout().unwrap();
     };
-    change(pkcs11_support::USER_PIN, "654321");
+    change(softhsm::USER_PIN, "654321");
     for _ in 0..2 {
         match signs(&key) {
             Err(Error::WrongPin { .. }) => {}
             other => panic!("expected WrongPin, got {other:?}"),
         }
     }
-    change("654321", pkcs11_support::USER_PIN);
+    change("654321", softhsm::USER_PIN);
     match signs(&key) {
         Err(Error::WrongPin { .. }) => {}
         other => panic!("the handle offered its rejected PIN again: {other:?}"),
@@ -225,7 +220,7 @@ fn rejected_pin_is_not_retried() {
         Err(Error::WrongPin { .. }) => {}
         other => panic!("a new handle offered the rejected PIN again: {other:?}"),
     }
-    change(pkcs11_support::USER_PIN, "135790");
+    change(softhsm::USER_PIN, "135790");
     let other_pin = t.uri("k").replace(
         &format!("pin-source={}", t.hsm.pin_file.display()),
         "pin-value=135790",
@@ -236,7 +231,7 @@ fn rejected_pin_is_not_retried() {
 /// Without module-path the module comes from PKCS11_MODULE.
 #[test]
 fn module_from_environment() {
-    let _serial = pkcs11_support::serial();
+    let _serial = softhsm::serial();
     let t = token();
     let key = PopKey::create(&t.uri("env"), &CreateOptions::new()).unwrap();
     let uri = format!(

@@ -2,7 +2,7 @@
 //! `popkey` CLI to create a key, show it and sign an SHR (verified by ring).
 #![cfg(feature = "pkcs11")]
 
-mod common;
+use popkey_testkit::common;
 
 use std::process::Command;
 

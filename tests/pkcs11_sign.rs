@@ -3,14 +3,14 @@
 //! Every signature is verified with `ring` (tests/common).
 #![cfg(feature = "pkcs11")]
 
-mod common;
-mod pkcs11_support;
+use popkey_testkit::common;
+use popkey_testkit::softhsm;
 
-use pkcs11_support::{hsm, token, Token};
 use popkey::dpop::DpopProof;
 use popkey::shr::SignedHttpRequest;
 use popkey::{Algorithm, CreateOptions, Error, OpenOptions, PopCryptoProvider, PopKey};
 use serde_json::Value;
+use softhsm::{hsm, token, Token};
 
 const URL: &str = "https://api.example.com/v1/items?page=2";
 
@@ -45,7 +45,7 @@ fn show(t: &Token, uri: &str) -> Value {
 }
 
 fn create_show_sign(alg: Algorithm) {
-    let _serial = pkcs11_support::serial();
+    let _serial = softhsm::serial();
     let t = token();
     let uri = t.uri("pop");
     let key = PopKey::create(&uri, &CreateOptions::new().alg(alg)).unwrap();
@@ -53,7 +53,7 @@ fn create_show_sign(alg: Algorithm) {
     assert_eq!(key.location().backend, "pkcs11");
     assert!(key.location().hardware);
     assert!(key.location().non_exportable);
-    assert!(!key.uri().contains(pkcs11_support::USER_PIN));
+    assert!(!key.uri().contains(softhsm::USER_PIN));
     sign_both(&key);
 
     // Opened again, in this process and by the CLI in another: same key.
@@ -115,7 +115,7 @@ fn ps256_create_show_sign() {
 /// extractable, private, sign only.
 #[test]
 fn attributes_as_pkcs11_tool_reads_them() {
-    let _serial = pkcs11_support::serial();
+    let _serial = softhsm::serial();
     let t = token();
     PopKey::create(&t.uri("attrs"), &CreateOptions::new().alg(Algorithm::ES256)).unwrap();
     let listing = t.pkcs11_tool(&["--list-objects", "--type", "privkey"]);
@@ -146,7 +146,7 @@ fn attributes_as_pkcs11_tool_reads_them() {
 /// Keys made by pkcs11-tool --keypairgen are found by label and by id.
 #[test]
 fn keys_from_pkcs11_tool() {
-    let _serial = pkcs11_support::serial();
+    let _serial = softhsm::serial();
     let t = token();
     t.pkcs11_tool(&[
         "--keypairgen",
@@ -191,17 +191,15 @@ fn exportable_key_refused_unless_allowed() {
     use cryptoki::mechanism::Mechanism;
     use cryptoki::object::Attribute;
     use cryptoki::session::UserType;
-    let _serial = pkcs11_support::serial();
+    let _serial = softhsm::serial();
     let t = token();
     // Popkey's module initialization first, so SOFTHSM2_CONF is ours.
     let _ = PopKey::open(&t.uri("none"));
-    let p = pkcs11_support::cryptoki();
-    let session = p
-        .open_rw_session(pkcs11_support::slot_of(&p, &t.label))
-        .unwrap();
+    let p = softhsm::cryptoki();
+    let session = p.open_rw_session(softhsm::slot_of(&p, &t.label)).unwrap();
     let _ = session.login(
         UserType::User,
-        Some(&cryptoki::types::AuthPin::from(pkcs11_support::USER_PIN)),
+        Some(&cryptoki::types::AuthPin::from(softhsm::USER_PIN)),
     );
     let p256 = vec![0x06, 0x08, 0x2a, 0x86, 0x48, 0xce, 0x3d, 0x03, 0x01, 0x07];
     session
@@ -228,7 +226,7 @@ fn exportable_key_refused_unless_allowed() {
     drop(session);
     let uri = t.uri("loose");
     match PopKey::open(&uri) {
-        Err(Error::ExportableKey { uri: u }) => assert!(!u.contains(pkcs11_support::USER_PIN)),
+        Err(Error::ExportableKey { uri: u }) => assert!(!u.contains(softhsm::USER_PIN)),
         other => panic!("expected ExportableKey, got {other:?}"),
     }
     let key = PopKey::open_with(&uri, &OpenOptions::new().allow_exportable(true)).unwrap();
@@ -246,7 +244,7 @@ fn exportable_key_refused_unless_allowed() {
 /// 4 threads x 500 signatures with one key handle; every one verifies.
 #[test]
 fn four_threads_500_signatures_each() {
-    let _serial = pkcs11_support::serial();
+    let _serial = softhsm::serial();
     let t = token();
     let key = PopKey::create(
         &t.uri("threads"),
@@ -273,7 +271,7 @@ fn four_threads_500_signatures_each() {
 
 #[test]
 fn wrong_pin_is_typed_and_not_retried() {
-    let _serial = pkcs11_support::serial();
+    let _serial = softhsm::serial();
     let t = token();
     PopKey::create(&t.uri("pinned"), &CreateOptions::new()).unwrap();
     let bad = t.uri("pinned").replace(
@@ -298,7 +296,7 @@ fn wrong_pin_is_typed_and_not_retried() {
 
 #[test]
 fn bad_input_is_typed() {
-    let _serial = pkcs11_support::serial();
+    let _serial = softhsm::serial();
     let t = token();
     // Keys from another process first: SoftHSM shows a process the objects
     // others wrote when it first looks at a token.
@@ -404,7 +402,7 @@ fn bad_input_is_typed() {
             Err(e) => {
                 eprintln!("{uri}\n  -> {e}");
                 assert!(ok(&e), "{uri}: unexpected error {e:?}");
-                assert!(!e.to_string().contains(pkcs11_support::USER_PIN), "{e}");
+                assert!(!e.to_string().contains(softhsm::USER_PIN), "{e}");
             }
             Ok(k) => panic!("{uri}: opened {k:?}"),
         }

@@ -9,8 +9,8 @@
 //! manager, so a flush through the inherited context would remove it).
 #![cfg(all(feature = "tpm", unix))]
 
-mod common;
-mod swtpm;
+use popkey_testkit::common;
+use popkey_testkit::swtpm;
 
 use popkey::shr::SignedHttpRequest;
 use popkey::{CreateOptions, PopCryptoProvider, PopKey};

@@ -11,7 +11,6 @@
 //! * `ANY {base}/api/*`: verifies `Authorization: PoP <shr>` or
 //!   `Authorization: DPoP <at>` + `DPoP: <proof>` with popkey's verifiers
 //!   and the JWKS validator, and answers with what it verified.
-#![allow(dead_code)]
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU32, AtomicUsize, Ordering};

@@ -1,8 +1,7 @@
 //! Resource-server verification: round trips, one negative test per check,
 //! replay, nonces, and proofs made by an independent implementation.
 
-#[path = "../common/mod.rs"]
-mod common;
+use popkey_testkit::common;
 
 mod dpop;
 mod interop;

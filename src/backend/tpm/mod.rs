@@ -484,15 +484,11 @@ fn private_to_tpm2b(private: &Private) -> Result<Vec<u8>> {
 }
 
 #[cfg(test)]
-#[path = "../../../tests/swtpm/mod.rs"]
-mod swtpm;
-
-#[cfg(test)]
 mod tests {
     use std::cell::Cell;
 
-    use super::swtpm::Swtpm;
     use crate::{CreateOptions, Error, PopKey};
+    use popkey_testkit::swtpm::Swtpm;
 
     thread_local! {
         /// Makes `TpmKey::create` fail after the key was made, as a failed

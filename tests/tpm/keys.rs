@@ -1,10 +1,9 @@
 //! TPM keys on a private swtpm: create, show and sign SHR and DPoP with
 //! ES256, RS256 and PS256, by key file and by persistent handle. Every
 //! signature is verified with `ring` (tests/common), not with popkey.
-#![cfg(feature = "tpm")]
 
-mod common;
-mod swtpm;
+use popkey_testkit::common;
+use popkey_testkit::swtpm;
 
 use popkey::dpop::DpopProof;
 use popkey::shr::SignedHttpRequest;

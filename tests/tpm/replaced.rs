@@ -2,10 +2,9 @@
 //! key refuses to sign instead of signing with the other key, whether the
 //! replacement came through this process (`overwrite`) or through another
 //! program while the connection was down.
-#![cfg(feature = "tpm")]
 
-mod common;
-mod swtpm;
+use popkey_testkit::common;
+use popkey_testkit::swtpm;
 
 use popkey::shr::SignedHttpRequest;
 use popkey::{Algorithm, CreateOptions, Error, PopCryptoProvider, PopKey};

@@ -1,6 +1,6 @@
 //! `mem:` and `file:` keys, keys made by OpenSSL, the pair proof, and bad input.
 
-mod common;
+use popkey_testkit::common;
 
 use std::os::unix::fs::PermissionsExt;
 use std::path::Path;

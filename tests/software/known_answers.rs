@@ -1,6 +1,6 @@
 //! Known answers from RFC 7638 and RFC 9449.
 
-mod common;
+use popkey_testkit::common;
 
 use popkey::PublicJwk;
 

@@ -1,7 +1,7 @@
 //! The process-wide key and rotation: a signature and the JWK next to it
 //! always come from the same key, however often another thread rotates.
 
-mod common;
+use popkey_testkit::common;
 
 use std::collections::HashSet;
 use std::sync::atomic::{AtomicBool, Ordering};

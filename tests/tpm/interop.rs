@@ -3,10 +3,9 @@
 //! popkey keeps one connection per TPM while a key is open, and swtpm
 //! serves one client at a time, so each step drops its popkey keys before a
 //! tool runs.
-#![cfg(feature = "tpm")]
 
-mod common;
-mod swtpm;
+use popkey_testkit::common;
+use popkey_testkit::swtpm;
 
 use popkey::shr::SignedHttpRequest;
 use popkey::{Algorithm, CreateOptions, Error, OpenOptions, PopCryptoProvider, PopKey};

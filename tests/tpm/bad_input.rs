@@ -1,9 +1,7 @@
 //! Bad input to the TPM backend gets typed errors naming the cause; nothing
 //! panics.
-#![cfg(feature = "tpm")]
 
-mod common;
-mod swtpm;
+use popkey_testkit::swtpm;
 
 use popkey::{Algorithm, CreateOptions, Error, PopKey};
 use swtpm::Swtpm;

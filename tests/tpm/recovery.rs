@@ -1,9 +1,8 @@
 //! Recovery and concurrency on a private swtpm: a restarted simulator, four
 //! threads on one key, more keys than the TPM has object slots.
-#![cfg(feature = "tpm")]
 
-mod common;
-mod swtpm;
+use popkey_testkit::common;
+use popkey_testkit::swtpm;
 
 use popkey::shr::SignedHttpRequest;
 use popkey::{Algorithm, CreateOptions, PopKey};

@@ -1,6 +1,6 @@
 //! SHR and DPoP for every algorithm, checked by ring (not popkey's code).
 
-mod common;
+use popkey_testkit::common;
 
 use popkey::dpop::DpopProof;
 use popkey::shr::SignedHttpRequest;

@@ -13,7 +13,6 @@
 //!
 //! Nothing here skips: without `softhsm2-util` (package `softhsm2`) or
 //! `pkcs11-tool` (package `opensc`) the tests fail and say what to install.
-#![allow(dead_code)]
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
@@ -189,7 +188,7 @@ impl Token {
 
     /// The `popkey` CLI, with this test process's SoftHSM configuration.
     pub fn popkey(&self, args: &[&str]) -> Output {
-        Command::new(env!("CARGO_BIN_EXE_popkey"))
+        Command::new(crate::popkey_bin())
             .env("SOFTHSM2_CONF", &self.hsm.conf)
             .env_remove("POPKEY_KEY")
             .args(args)

@@ -2,7 +2,6 @@
 //! port pair, `--flags not-need-init,startup-clear`, killed by PID on drop.
 //! A missing swtpm (or tpm2-tools, or the tpm2 OpenSSL provider) fails the
 //! test and names the package to install; nothing is skipped.
-#![allow(dead_code)]
 
 use std::io::ErrorKind;
 use std::net::{TcpListener, TcpStream};
