@@ -6,7 +6,6 @@ use std::sync::Arc;
 use rand::RngCore;
 
 use crate::alg::Algorithm;
-use crate::backend::software::{self, SoftwareKey, DEFAULT_RSA_BITS};
 use crate::backend::{Backend, KeyLocation};
 use crate::error::{Error, Result};
 use crate::jwk::PublicJwk;
@@ -105,22 +104,7 @@ impl PopKey {
     /// Opens a key with options.
     pub fn open_with(uri: &str, opts: &OpenOptions) -> Result<Self> {
         let parsed = KeyUri::parse(uri)?;
-        let backend: Box<dyn Backend> = match &parsed {
-            KeyUri::Mem(m) => Box::new(SoftwareKey::generate(
-                m.alg.unwrap_or(Algorithm::ES256),
-                m.bits.unwrap_or(DEFAULT_RSA_BITS),
-                "mem",
-            )?),
-            KeyUri::File(f) => Box::new(software::open_file(&f.path, f.alg)?),
-            #[cfg(feature = "pkcs11")]
-            KeyUri::Pkcs11(p) => Box::new(crate::backend::pkcs11::open(uri, p)?),
-            #[cfg(not(feature = "pkcs11"))]
-            KeyUri::Pkcs11(_) => return Err(not_built("pkcs11")),
-            #[cfg(feature = "tpm")]
-            KeyUri::Tpm(t) => Box::new(crate::backend::tpm::TpmKey::open(t, uri)?),
-            #[cfg(not(feature = "tpm"))]
-            KeyUri::Tpm(_) => return Err(not_built("tpm")),
-        };
+        let backend = crate::backend::open(&parsed, uri)?;
         Self::from_backend(backend, display_uri(uri, &parsed, None), opts)
     }
 
@@ -139,38 +123,7 @@ impl PopKey {
             }
             (a, b) => a.or(b).unwrap_or(Algorithm::ES256),
         };
-        let backend: Box<dyn Backend> = match &parsed {
-            KeyUri::Mem(m) => Box::new(SoftwareKey::generate(
-                alg,
-                m.bits.unwrap_or(DEFAULT_RSA_BITS),
-                "mem",
-            )?),
-            KeyUri::File(f) => Box::new(software::create_file(
-                &f.path,
-                alg,
-                f.bits.unwrap_or(DEFAULT_RSA_BITS),
-                opts.overwrite,
-            )?),
-            #[cfg(feature = "pkcs11")]
-            KeyUri::Pkcs11(p) => Box::new(crate::backend::pkcs11::create(
-                uri,
-                p,
-                alg,
-                DEFAULT_RSA_BITS,
-                opts.overwrite,
-            )?),
-            #[cfg(not(feature = "pkcs11"))]
-            KeyUri::Pkcs11(_) => return Err(not_built("pkcs11")),
-            #[cfg(feature = "tpm")]
-            KeyUri::Tpm(t) => Box::new(crate::backend::tpm::TpmKey::create(
-                t,
-                uri,
-                alg,
-                opts.overwrite,
-            )?),
-            #[cfg(not(feature = "tpm"))]
-            KeyUri::Tpm(_) => return Err(not_built("tpm")),
-        };
+        let backend = crate::backend::create(&parsed, uri, alg, opts.overwrite)?;
         Self::from_backend(
             backend,
             display_uri(uri, &parsed, Some(alg)),
@@ -317,17 +270,6 @@ impl fmt::Debug for PopKey {
             .field("backend", &self.0.location.backend)
             .field("non_exportable", &self.0.location.non_exportable)
             .finish()
-    }
-}
-
-#[cfg(not(all(feature = "pkcs11", feature = "tpm")))]
-fn not_built(scheme: &'static str) -> Error {
-    Error::BackendNotBuilt {
-        scheme,
-        hint: match scheme {
-            "pkcs11" => "this build was made without the `pkcs11` feature; rebuild with `--features pkcs11`",
-            _ => "rebuild popkey with `--features tpm` (it needs libtss2-dev and pkg-config to build)",
-        },
     }
 }
 

@@ -7,6 +7,7 @@
 use crate::alg::Algorithm;
 use crate::error::Result;
 use crate::jwk::PublicJwk;
+use crate::uri::KeyUri;
 
 #[cfg(feature = "pkcs11")]
 pub(crate) mod pkcs11;
@@ -36,4 +37,76 @@ pub(crate) trait Backend: Send + Sync {
     fn location(&self) -> KeyLocation;
     /// Signs a JWS signing input; returns the JWS signature bytes.
     fn sign(&self, signing_input: &[u8]) -> Result<Vec<u8>>;
+}
+
+/// Opens the key `uri` names in its backend. `raw` is the URI as given,
+/// for messages (redacted there). The one place that knows which backend
+/// serves which scheme and which ones this build contains.
+pub(crate) fn open(uri: &KeyUri, raw: &str) -> Result<Box<dyn Backend>> {
+    Ok(match uri {
+        KeyUri::Mem(m) => Box::new(software::SoftwareKey::generate(
+            m.alg.unwrap_or(Algorithm::ES256),
+            m.bits.unwrap_or(software::DEFAULT_RSA_BITS),
+            "mem",
+        )?),
+        KeyUri::File(f) => Box::new(software::open_file(&f.path, f.alg)?),
+        #[cfg(feature = "pkcs11")]
+        KeyUri::Pkcs11(p) => Box::new(pkcs11::open(raw, p)?),
+        #[cfg(feature = "tpm")]
+        KeyUri::Tpm(t) => Box::new(tpm::TpmKey::open(t, raw)?),
+        #[cfg(not(all(feature = "pkcs11", feature = "tpm")))]
+        other => return Err(not_built(other, raw)),
+    })
+}
+
+/// Creates a new key where `uri` says, with algorithm `alg` (already
+/// reconciled with the URI's `alg`). `overwrite`: replace an existing key
+/// (file and TPM backends; PKCS#11 refuses, see [`crate::CreateOptions`]).
+pub(crate) fn create(
+    uri: &KeyUri,
+    raw: &str,
+    alg: Algorithm,
+    overwrite: bool,
+) -> Result<Box<dyn Backend>> {
+    Ok(match uri {
+        KeyUri::Mem(m) => Box::new(software::SoftwareKey::generate(
+            alg,
+            m.bits.unwrap_or(software::DEFAULT_RSA_BITS),
+            "mem",
+        )?),
+        KeyUri::File(f) => Box::new(software::create_file(
+            &f.path,
+            alg,
+            f.bits.unwrap_or(software::DEFAULT_RSA_BITS),
+            overwrite,
+        )?),
+        #[cfg(feature = "pkcs11")]
+        KeyUri::Pkcs11(p) => Box::new(pkcs11::create(
+            raw,
+            p,
+            alg,
+            software::DEFAULT_RSA_BITS,
+            overwrite,
+        )?),
+        #[cfg(feature = "tpm")]
+        KeyUri::Tpm(t) => Box::new(tpm::TpmKey::create(t, raw, alg, overwrite)?),
+        #[cfg(not(all(feature = "pkcs11", feature = "tpm")))]
+        other => return Err(not_built(other, raw)),
+    })
+}
+
+/// The error for a scheme whose backend this build leaves out.
+#[cfg(not(all(feature = "pkcs11", feature = "tpm")))]
+fn not_built(uri: &KeyUri, _raw: &str) -> crate::error::Error {
+    let (scheme, hint) = match uri {
+        KeyUri::Pkcs11(_) => (
+            "pkcs11",
+            "this build was made without the `pkcs11` feature; rebuild with `--features pkcs11`",
+        ),
+        _ => (
+            "tpm",
+            "rebuild popkey with `--features tpm` (it needs libtss2-dev and pkg-config to build)",
+        ),
+    };
+    crate::error::Error::BackendNotBuilt { scheme, hint }
 }
