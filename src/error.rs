@@ -260,7 +260,7 @@ pub enum Error {
 impl Error {
     pub(crate) fn uri(uri: &str, reason: impl Into<String>) -> Self {
         Error::InvalidUri {
-            uri: crate::uri::redact(uri),
+            uri: crate::text::redact(uri),
             reason: reason.into(),
         }
     }

@@ -10,7 +10,8 @@ use crate::backend::{Backend, KeyLocation};
 use crate::error::{Error, Result};
 use crate::jwk::PublicJwk;
 use crate::provider::PopCryptoProvider;
-use crate::uri::{redact, KeyUri};
+use crate::text::redact;
+use crate::uri::KeyUri;
 
 /// Options for [`PopKey::open_with`].
 #[derive(Clone, Debug, Default)]

@@ -73,7 +73,8 @@ pub use jwk::PublicJwk;
 pub use key::{CreateOptions, OpenOptions, PopKey};
 pub use provider::PopCryptoProvider;
 pub use signer::JwsSignature;
-pub use uri::{redact, FileUri, KeyUri, MemUri, Pkcs11Uri, TpmKeyRef, TpmUri};
+pub use text::redact;
+pub use uri::{FileUri, KeyUri, MemUri, Pkcs11Uri, TpmKeyRef, TpmUri};
 
 /// Seconds since the Unix epoch, now.
 pub(crate) fn now() -> u64 {

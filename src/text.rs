@@ -10,6 +10,22 @@ pub(crate) fn clip(s: &str, max_chars: usize) -> String {
     out
 }
 
+/// Replaces the value of any `pin-value` attribute with `<redacted>`.
+pub fn redact(uri: &str) -> String {
+    let mut out = String::with_capacity(uri.len());
+    let mut rest = uri;
+    while let Some(pos) = rest.find("pin-value=") {
+        let start = pos + "pin-value=".len();
+        out.push_str(&rest[..start]);
+        out.push_str("<redacted>");
+        let after = &rest[start..];
+        let end = after.find(['&', ';', '?']).unwrap_or(after.len());
+        rest = &after[end..];
+    }
+    out.push_str(rest);
+    out
+}
+
 #[cfg(test)]
 mod tests {
     #[test]

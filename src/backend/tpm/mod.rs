@@ -33,7 +33,8 @@ use super::{Backend, KeyLocation};
 use crate::alg::Algorithm;
 use crate::error::{Error, Result};
 use crate::jwk::PublicJwk;
-use crate::uri::{redact, TpmKeyRef, TpmUri};
+use crate::text::redact;
+use crate::uri::{TpmKeyRef, TpmUri};
 
 /// Longest authorization value: the digest size of the key's name
 /// algorithm (SHA-256).

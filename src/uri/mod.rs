@@ -1,5 +1,8 @@
 //! Key URIs: one parser for every backend.
 //!
+//! This module holds the scheme dispatch, the shared helpers and the
+//! `mem:`/`file:` schemes; `pkcs11.rs` and `tpm.rs` hold theirs.
+//!
 //! | scheme | example |
 //! |---|---|
 //! | `mem:` | `mem:`, `mem:?alg=PS256&rotate=8h` |
@@ -9,15 +12,20 @@
 //!
 //! Every scheme takes an optional `alg` (`ES256`, `RS256`, `PS256`).
 
-use std::fmt;
 use std::path::PathBuf;
 use std::time::Duration;
-
-use zeroize::Zeroizing;
 
 use crate::alg::Algorithm;
 use crate::error::{Error, Result};
 use crate::text::clip;
+
+mod pkcs11;
+mod tpm;
+
+use self::pkcs11::parse_pkcs11;
+pub use self::pkcs11::Pkcs11Uri;
+use self::tpm::parse_tpm;
+pub use self::tpm::{TpmKeyRef, TpmUri};
 
 /// Longest key URI accepted.
 const MAX_URI_LEN: usize = 4096;
@@ -56,80 +64,6 @@ pub struct FileUri {
     pub alg: Option<Algorithm>,
     /// RSA modulus size when creating (2048 when absent).
     pub bits: Option<usize>,
-}
-
-/// An RFC 7512 PKCS#11 URI.
-#[derive(Clone, PartialEq, Eq, Default)]
-pub struct Pkcs11Uri {
-    /// `token`: the token label.
-    pub token: Option<String>,
-    /// `manufacturer`: the token manufacturer ID.
-    pub manufacturer: Option<String>,
-    /// `model`: the token model.
-    pub model: Option<String>,
-    /// `serial`: the token serial number.
-    pub serial: Option<String>,
-    /// `slot-id`: the slot number.
-    pub slot_id: Option<u64>,
-    /// `object`: the key label (`CKA_LABEL`).
-    pub object: Option<String>,
-    /// `id`: the key ID (`CKA_ID`), raw bytes.
-    pub id: Option<Vec<u8>>,
-    /// `type`: `private`, `public`, `cert`, `secret-key` or `data`.
-    pub object_type: Option<String>,
-    /// `module-path`: the PKCS#11 module (shared library) to load.
-    pub module_path: Option<PathBuf>,
-    /// `pin-value`: the user PIN, inline (prefer `pin-source`).
-    pub pin_value: Option<Zeroizing<String>>,
-    /// `pin-source`: a file holding the user PIN.
-    pub pin_source: Option<PathBuf>,
-    /// `alg` (popkey): the JWS algorithm for RSA keys, or for new keys.
-    pub alg: Option<Algorithm>,
-}
-
-impl fmt::Debug for Pkcs11Uri {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("Pkcs11Uri")
-            .field("token", &self.token)
-            .field("manufacturer", &self.manufacturer)
-            .field("model", &self.model)
-            .field("serial", &self.serial)
-            .field("slot_id", &self.slot_id)
-            .field("object", &self.object)
-            .field("id", &self.id)
-            .field("object_type", &self.object_type)
-            .field("module_path", &self.module_path)
-            .field("pin_value", &self.pin_value.as_ref().map(|_| "<redacted>"))
-            .field("pin_source", &self.pin_source)
-            .field("alg", &self.alg)
-            .finish()
-    }
-}
-
-/// A TPM key: `tpm:handle=0x81…` or `tpm:path=…`, with `;tcti=…`,
-/// `;auth-source=…` and `?alg=…` optional.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct TpmUri {
-    /// Where the key is.
-    pub key: TpmKeyRef,
-    /// The TCTI configuration string (`swtpm:host=…,port=…`,
-    /// `device:/dev/tpmrm0`). When absent, `TPM2TOOLS_TCTI`, then `TCTI`,
-    /// then `device:/dev/tpmrm0` (see docs/tpm.md).
-    pub tcti: Option<String>,
-    /// A file holding the key's authorization value (its bytes, one trailing
-    /// newline ignored); without it the empty value is used.
-    pub auth_source: Option<PathBuf>,
-    /// The JWS algorithm for RSA keys, or for new keys.
-    pub alg: Option<Algorithm>,
-}
-
-/// Where a TPM key is.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub enum TpmKeyRef {
-    /// A persistent handle, `0x81000000`–`0x81FFFFFF`.
-    Handle(u32),
-    /// A `TSS2 PRIVATE KEY` PEM file.
-    Path(PathBuf),
 }
 
 impl KeyUri {
@@ -195,24 +129,8 @@ impl KeyUri {
     }
 }
 
-/// Replaces the value of any `pin-value` attribute with `<redacted>`.
-pub fn redact(uri: &str) -> String {
-    let mut out = String::with_capacity(uri.len());
-    let mut rest = uri;
-    while let Some(pos) = rest.find("pin-value=") {
-        let start = pos + "pin-value=".len();
-        out.push_str(&rest[..start]);
-        out.push_str("<redacted>");
-        let after = &rest[start..];
-        let end = after.find(['&', ';', '?']).unwrap_or(after.len());
-        rest = &after[end..];
-    }
-    out.push_str(rest);
-    out
-}
-
 /// Splits `a=b` pairs on `sep`, rejecting empties and duplicates.
-fn pairs<'a>(uri: &str, text: &'a str, sep: char) -> Result<Vec<(&'a str, &'a str)>> {
+pub(super) fn pairs<'a>(uri: &str, text: &'a str, sep: char) -> Result<Vec<(&'a str, &'a str)>> {
     let mut out: Vec<(&str, &str)> = Vec::new();
     if text.is_empty() {
         return Ok(out);
@@ -260,12 +178,12 @@ pub(crate) fn pct_decode(uri: &str, text: &str) -> Result<Vec<u8>> {
     Ok(out)
 }
 
-fn pct_string(uri: &str, name: &str, text: &str) -> Result<String> {
+pub(super) fn pct_string(uri: &str, name: &str, text: &str) -> Result<String> {
     String::from_utf8(pct_decode(uri, text)?)
         .map_err(|_| Error::uri(uri, format!("`{name}` is not UTF-8 after percent-decoding")))
 }
 
-fn parse_alg(uri: &str, v: &str) -> Result<Algorithm> {
+pub(super) fn parse_alg(uri: &str, v: &str) -> Result<Algorithm> {
     v.parse().map_err(|_| {
         Error::uri(
             uri,
@@ -386,163 +304,6 @@ fn parse_file(uri: &str, rest: &str) -> Result<FileUri> {
     Ok(f)
 }
 
-fn parse_pkcs11(uri: &str, rest: &str) -> Result<Pkcs11Uri> {
-    let (path, query) = rest.split_once('?').unwrap_or((rest, ""));
-    let mut p = Pkcs11Uri::default();
-    for (name, value) in pairs(uri, path, ';')? {
-        match name {
-            "token" => p.token = Some(pct_string(uri, name, value)?),
-            "manufacturer" => p.manufacturer = Some(pct_string(uri, name, value)?),
-            "model" => p.model = Some(pct_string(uri, name, value)?),
-            "serial" => p.serial = Some(pct_string(uri, name, value)?),
-            "object" => p.object = Some(pct_string(uri, name, value)?),
-            "id" => p.id = Some(pct_decode(uri, value)?),
-            "slot-id" => {
-                p.slot_id = Some(pct_string(uri, name, value)?.parse().map_err(|_| {
-                    Error::uri(uri, format!("slot-id `{}` is not a number", clip(value, 40)))
-                })?)
-            }
-            "type" => {
-                let t = pct_string(uri, name, value)?;
-                if !matches!(t.as_str(), "private" | "public" | "cert" | "secret-key" | "data") {
-                    return Err(Error::uri(
-                        uri,
-                        format!("type `{}` is not one of private, public, cert, secret-key, data", clip(&t, 40)),
-                    ));
-                }
-                p.object_type = Some(t);
-            }
-            // RFC 7512 library attributes select a module; popkey picks the
-            // module by module-path, so these are accepted and not used.
-            "library-manufacturer" | "library-description" | "library-version"
-            | "slot-description" | "slot-manufacturer" => {}
-            other => {
-                return Err(Error::uri(
-                    uri,
-                    format!(
-                        "unknown pkcs11: path attribute `{}`; known: token, manufacturer, model, serial, slot-id, object, id, type",
-                        clip(other, 40)
-                    ),
-                ))
-            }
-        }
-    }
-    for (name, value) in pairs(uri, query, '&')? {
-        match name {
-            "module-path" => p.module_path = Some(PathBuf::from(pct_string(uri, name, value)?)),
-            "pin-value" => p.pin_value = Some(Zeroizing::new(pct_string(uri, name, value)?)),
-            "pin-source" => {
-                let src = pct_string(uri, name, value)?;
-                let src = src.strip_prefix("file:").unwrap_or(&src).to_owned();
-                p.pin_source = Some(PathBuf::from(src));
-            }
-            "alg" => p.alg = Some(parse_alg(uri, value)?),
-            // RFC 7512 §2.3: module-name selects a module by name; ignored in
-            // favour of module-path.
-            "module-name" => {}
-            other => {
-                return Err(Error::uri(
-                    uri,
-                    format!(
-                        "unknown pkcs11: query attribute `{}`; known: module-path, pin-value, pin-source, alg",
-                        clip(other, 40)
-                    ),
-                ))
-            }
-        }
-    }
-    if p.pin_value.is_some() && p.pin_source.is_some() {
-        return Err(Error::uri(uri, "give pin-value or pin-source, not both"));
-    }
-    Ok(p)
-}
-
-fn parse_tpm(uri: &str, rest: &str) -> Result<TpmUri> {
-    let (path, query) = rest.split_once('?').unwrap_or((rest, ""));
-    let mut key = None;
-    let mut t = TpmUri {
-        key: TpmKeyRef::Handle(0),
-        tcti: None,
-        auth_source: None,
-        alg: None,
-    };
-    let both = || Error::uri(uri, "give handle= or path=, not both");
-    for (name, value) in pairs(uri, path, ';')? {
-        match name {
-            "handle" => {
-                if key.is_some() {
-                    return Err(both());
-                }
-                key = Some(TpmKeyRef::Handle(parse_handle(uri, value)?));
-            }
-            "path" => {
-                if key.is_some() {
-                    return Err(both());
-                }
-                let p = pct_string(uri, name, value)?;
-                if p.is_empty() {
-                    return Err(Error::uri(uri, "path= is empty"));
-                }
-                key = Some(TpmKeyRef::Path(PathBuf::from(p)));
-            }
-            "tcti" => t.tcti = Some(pct_string(uri, name, value)?),
-            "auth-source" => t.auth_source = Some(PathBuf::from(pct_string(uri, name, value)?)),
-            "alg" => t.alg = Some(parse_alg(uri, value)?),
-            other => {
-                return Err(Error::uri(
-                    uri,
-                    format!(
-                        "unknown tpm: attribute `{}`; known: handle, path, tcti, auth-source, alg",
-                        clip(other, 40)
-                    ),
-                ))
-            }
-        }
-    }
-    for (name, value) in pairs(uri, query, '&')? {
-        match name {
-            "alg" if t.alg.is_none() => t.alg = Some(parse_alg(uri, value)?),
-            other => {
-                return Err(Error::uri(
-                    uri,
-                    format!(
-                        "unknown or repeated tpm: query attribute `{}`; known: alg",
-                        clip(other, 40)
-                    ),
-                ))
-            }
-        }
-    }
-    t.key = key.ok_or_else(|| {
-        Error::uri(
-            uri,
-            "name the key with handle=0x81... or path=/path/key.pem",
-        )
-    })?;
-    Ok(t)
-}
-
-fn parse_handle(uri: &str, text: &str) -> Result<u32> {
-    let bad = || {
-        Error::uri(
-            uri,
-            format!(
-                "handle `{}` is not a persistent handle (0x81000000-0x81FFFFFF)",
-                clip(text, 40)
-            ),
-        )
-    };
-    let hex = text
-        .strip_prefix("0x")
-        .or_else(|| text.strip_prefix("0X"))
-        .ok_or_else(bad)?;
-    let h = u32::from_str_radix(hex, 16).map_err(|_| bad())?;
-    if h >> 24 != 0x81 {
-        return Err(bad());
-    }
-    Ok(h)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -575,32 +336,6 @@ mod tests {
             };
             assert_eq!(f.path, PathBuf::from(path));
         }
-    }
-
-    #[test]
-    fn pkcs11_rfc7512() {
-        let KeyUri::Pkcs11(p) = KeyUri::parse(
-            "pkcs11:token=My%20Token;object=api;id=%01%02%ff;type=private;slot-id=3?module-path=/usr/lib/x.so&pin-value=1234",
-        )
-        .unwrap() else {
-            panic!()
-        };
-        assert_eq!(p.token.as_deref(), Some("My Token"));
-        assert_eq!(p.id.as_deref(), Some(&[1u8, 2, 255][..]));
-        assert_eq!(p.slot_id, Some(3));
-        assert_eq!(p.pin_value.as_deref().map(String::as_str), Some("1234"));
-        assert!(!format!("{p:?}").contains("1234"));
-    }
-
-    #[test]
-    fn tpm() {
-        let KeyUri::Tpm(t) =
-            KeyUri::parse("tpm:handle=0x81000100;tcti=swtpm:host=127.0.0.1,port=2321").unwrap()
-        else {
-            panic!()
-        };
-        assert_eq!(t.key, TpmKeyRef::Handle(0x8100_0100));
-        assert_eq!(t.tcti.as_deref(), Some("swtpm:host=127.0.0.1,port=2321"));
     }
 
     #[test]
@@ -647,7 +382,7 @@ mod tests {
     #[test]
     fn redacts_pins() {
         assert_eq!(
-            redact("pkcs11:token=a?pin-value=1234&module-path=/m"),
+            crate::text::redact("pkcs11:token=a?pin-value=1234&module-path=/m"),
             "pkcs11:token=a?pin-value=<redacted>&module-path=/m"
         );
         let err = KeyUri::parse("pkcs11:bogus=1?pin-value=secret").unwrap_err();
