@@ -6,7 +6,7 @@ use std::sync::Arc;
 use rand::RngCore;
 
 use crate::alg::Algorithm;
-use crate::backend::{Backend, KeyLocation};
+use crate::backend::{Backend, BackendKind, KeyLocation};
 use crate::error::{Error, Result};
 use crate::jwk::PublicJwk;
 use crate::provider::PopCryptoProvider;
@@ -201,7 +201,7 @@ impl PopKey {
         let want = self.0.jwk.signature_len();
         if sig.len() != want {
             return Err(Error::Backend {
-                backend: self.0.location.backend,
+                backend: self.0.location.backend.as_str(),
                 message: format!(
                     "returned a {}-byte signature; {} needs {want} bytes{}",
                     sig.len(),
@@ -302,7 +302,7 @@ impl Backend for CustomProvider {
     }
     fn location(&self) -> KeyLocation {
         KeyLocation {
-            backend: "custom",
+            backend: BackendKind::Custom,
             hardware: false,
             non_exportable: false,
         }

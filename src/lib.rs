@@ -63,7 +63,7 @@ mod uri;
 pub mod verify;
 
 pub use alg::Algorithm;
-pub use backend::KeyLocation;
+pub use backend::{BackendKind, KeyLocation};
 pub use error::{Error, Result};
 pub use global::{
     default_key, default_slot, install_default, install_default_slot, rotate_default, KeySlot,
@@ -74,7 +74,7 @@ pub use key::{CreateOptions, OpenOptions, PopKey};
 pub use provider::PopCryptoProvider;
 pub use signer::JwsSignature;
 pub use text::redact;
-pub use uri::{FileUri, KeyUri, MemUri, Pkcs11Uri, TpmKeyRef, TpmUri};
+pub use uri::{FileUri, KeyUri, MemUri, Pkcs11ObjectType, Pkcs11Uri, TpmKeyRef, TpmUri};
 
 /// Seconds since the Unix epoch, now.
 pub(crate) fn now() -> u64 {

@@ -50,7 +50,7 @@ fn create_show_sign(alg: Algorithm) {
     let uri = t.uri("pop");
     let key = PopKey::create(&uri, &CreateOptions::new().alg(alg)).unwrap();
     assert_eq!(key.algorithm(), alg);
-    assert_eq!(key.location().backend, "pkcs11");
+    assert_eq!(key.location().backend, popkey::BackendKind::Pkcs11);
     assert!(key.location().hardware);
     assert!(key.location().non_exportable);
     assert!(!key.uri().contains(softhsm::USER_PIN));

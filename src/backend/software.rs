@@ -173,11 +173,7 @@ impl Backend for SoftwareKey {
     }
 
     fn location(&self) -> KeyLocation {
-        KeyLocation {
-            backend: self.backend,
-            hardware: false,
-            non_exportable: false,
-        }
+        KeyLocation::software(self.backend)
     }
 
     fn sign(&self, signing_input: &[u8]) -> Result<Vec<u8>> {

@@ -16,6 +16,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use crate::alg::Algorithm;
+use crate::backend::BackendKind;
 use crate::error::{Error, Result};
 use crate::text::clip;
 
@@ -23,7 +24,7 @@ mod pkcs11;
 mod tpm;
 
 use self::pkcs11::parse_pkcs11;
-pub use self::pkcs11::Pkcs11Uri;
+pub use self::pkcs11::{Pkcs11ObjectType, Pkcs11Uri};
 use self::tpm::parse_tpm;
 pub use self::tpm::{TpmKeyRef, TpmUri};
 
@@ -108,13 +109,13 @@ impl KeyUri {
         }
     }
 
-    /// The backend name: `mem`, `file`, `pkcs11` or `tpm`.
-    pub fn backend(&self) -> &'static str {
+    /// The backend that serves this URI.
+    pub fn backend(&self) -> BackendKind {
         match self {
-            KeyUri::Mem(_) => "mem",
-            KeyUri::File(_) => "file",
-            KeyUri::Pkcs11(_) => "pkcs11",
-            KeyUri::Tpm(_) => "tpm",
+            KeyUri::Mem(_) => BackendKind::Mem,
+            KeyUri::File(_) => BackendKind::File,
+            KeyUri::Pkcs11(_) => BackendKind::Pkcs11,
+            KeyUri::Tpm(_) => BackendKind::Tpm,
         }
     }
 

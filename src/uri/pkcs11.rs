@@ -27,8 +27,9 @@ pub struct Pkcs11Uri {
     pub object: Option<String>,
     /// `id`: the key ID (`CKA_ID`), raw bytes.
     pub id: Option<Vec<u8>>,
-    /// `type`: `private`, `public`, `cert`, `secret-key` or `data`.
-    pub object_type: Option<String>,
+    /// `type`: the kind of object (`private`, `public`, `cert`,
+    /// `secret-key` or `data`).
+    pub object_type: Option<Pkcs11ObjectType>,
     /// `module-path`: the PKCS#11 module (shared library) to load.
     pub module_path: Option<PathBuf>,
     /// `pin-value`: the user PIN, inline (prefer `pin-source`).
@@ -37,6 +38,57 @@ pub struct Pkcs11Uri {
     pub pin_source: Option<PathBuf>,
     /// `alg` (popkey): the JWS algorithm for RSA keys, or for new keys.
     pub alg: Option<Algorithm>,
+}
+
+/// The RFC 7512 `type` attribute: which kind of PKCS#11 object a URI names.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum Pkcs11ObjectType {
+    /// `private`: a private key (`CKO_PRIVATE_KEY`), the only kind popkey signs with.
+    Private,
+    /// `public`: a public key (`CKO_PUBLIC_KEY`).
+    Public,
+    /// `cert`: a certificate (`CKO_CERTIFICATE`).
+    Cert,
+    /// `secret-key`: a secret key (`CKO_SECRET_KEY`).
+    SecretKey,
+    /// `data`: a data object (`CKO_DATA`).
+    Data,
+}
+
+impl Pkcs11ObjectType {
+    /// The RFC 7512 spelling: `private`, `public`, `cert`, `secret-key`, `data`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Pkcs11ObjectType::Private => "private",
+            Pkcs11ObjectType::Public => "public",
+            Pkcs11ObjectType::Cert => "cert",
+            Pkcs11ObjectType::SecretKey => "secret-key",
+            Pkcs11ObjectType::Data => "data",
+        }
+    }
+}
+
+impl fmt::Display for Pkcs11ObjectType {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl std::str::FromStr for Pkcs11ObjectType {
+    type Err = ();
+
+    /// Parses the RFC 7512 spelling (exactly, lower case).
+    fn from_str(s: &str) -> std::result::Result<Self, ()> {
+        Ok(match s {
+            "private" => Pkcs11ObjectType::Private,
+            "public" => Pkcs11ObjectType::Public,
+            "cert" => Pkcs11ObjectType::Cert,
+            "secret-key" => Pkcs11ObjectType::SecretKey,
+            "data" => Pkcs11ObjectType::Data,
+            _ => return Err(()),
+        })
+    }
 }
 
 impl fmt::Debug for Pkcs11Uri {
@@ -76,13 +128,15 @@ pub(super) fn parse_pkcs11(uri: &str, rest: &str) -> Result<Pkcs11Uri> {
             }
             "type" => {
                 let t = pct_string(uri, name, value)?;
-                if !matches!(t.as_str(), "private" | "public" | "cert" | "secret-key" | "data") {
-                    return Err(Error::uri(
+                p.object_type = Some(t.parse().map_err(|()| {
+                    Error::uri(
                         uri,
-                        format!("type `{}` is not one of private, public, cert, secret-key, data", clip(&t, 40)),
-                    ));
-                }
-                p.object_type = Some(t);
+                        format!(
+                            "type `{}` is not one of private, public, cert, secret-key, data",
+                            clip(&t, 40)
+                        ),
+                    )
+                })?);
             }
             // RFC 7512 library attributes select a module; popkey picks the
             // module by module-path, so these are accepted and not used.
@@ -144,6 +198,7 @@ mod tests {
         assert_eq!(p.token.as_deref(), Some("My Token"));
         assert_eq!(p.id.as_deref(), Some(&[1u8, 2, 255][..]));
         assert_eq!(p.slot_id, Some(3));
+        assert_eq!(p.object_type, Some(super::Pkcs11ObjectType::Private));
         assert_eq!(p.pin_value.as_deref().map(String::as_str), Some("1234"));
         assert!(!format!("{p:?}").contains("1234"));
     }

@@ -48,7 +48,7 @@ fn file_keys_round_trip_for_every_algorithm() {
         assert_eq!(reopened.kid(), created.kid());
         assert_eq!(reopened.algorithm(), alg);
         assert!(!reopened.location().non_exportable);
-        assert_eq!(reopened.location().backend, "file");
+        assert_eq!(reopened.location().backend, popkey::BackendKind::File);
         // And OpenSSL reads the file and agrees on the public key.
         let out = Command::new("openssl")
             .args(["pkey", "-in"])
@@ -290,7 +290,7 @@ fn providers_are_proven_on_wrap() {
     let b = PopKey::open("mem:").unwrap();
     let good = PopKey::from_provider(Box::new(a.clone())).unwrap();
     assert_eq!(good.kid(), a.kid());
-    assert_eq!(good.location().backend, "custom");
+    assert_eq!(good.location().backend, popkey::BackendKind::Custom);
     let err = PopKey::from_provider(Box::new(Mismatched {
         jwk: a.canonical_public_key_jwk().to_owned(),
         signer: b,

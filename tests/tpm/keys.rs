@@ -19,7 +19,7 @@ fn jwk(key: &PopKey) -> Value {
 fn exercise(key: &PopKey, alg: Algorithm) {
     assert_eq!(key.algorithm(), alg);
     let loc = key.location();
-    assert_eq!(loc.backend, "tpm");
+    assert_eq!(loc.backend, popkey::BackendKind::Tpm);
     assert!(loc.hardware);
     assert!(
         loc.non_exportable,

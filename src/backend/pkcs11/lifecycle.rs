@@ -16,10 +16,10 @@ use super::pool::{abandon, close, not_reset, State};
 use super::sign;
 use super::token::{self, Found, TokenSelector};
 use super::Pkcs11Key;
-use crate::backend::Backend;
 use crate::alg::Algorithm;
+use crate::backend::Backend;
 use crate::error::{Error, Result};
-use crate::uri::Pkcs11Uri;
+use crate::uri::{Pkcs11ObjectType, Pkcs11Uri};
 
 /// Bytes of random `CKA_ID` for new keys.
 const NEW_ID_LEN: usize = 16;
@@ -28,8 +28,8 @@ const NEW_ID_LEN: usize = 16;
 const NEW_ID_TRIES: usize = 8;
 
 fn check_type(raw: &str, uri: &Pkcs11Uri) -> Result<()> {
-    match uri.object_type.as_deref() {
-        None | Some("private") => Ok(()),
+    match uri.object_type {
+        None | Some(Pkcs11ObjectType::Private) => Ok(()),
         Some(t) => Err(Error::uri(
             raw,
             format!("type={t} does not name a private key; use type=private or leave type out"),

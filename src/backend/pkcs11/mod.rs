@@ -30,7 +30,7 @@ use self::object::KeySelector;
 use self::pin::Pin;
 use self::pool::{Next, State};
 use self::token::TokenSelector;
-use super::{Backend, KeyLocation};
+use super::{Backend, BackendKind, KeyLocation};
 use crate::alg::Algorithm;
 use crate::error::{Error, Result};
 use crate::jwk::PublicJwk;
@@ -61,7 +61,7 @@ impl Backend for Pkcs11Key {
 
     fn location(&self) -> KeyLocation {
         KeyLocation {
-            backend: "pkcs11",
+            backend: BackendKind::Pkcs11,
             hardware: true,
             non_exportable: self.non_exportable,
         }

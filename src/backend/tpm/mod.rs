@@ -29,7 +29,7 @@ use tss_esapi::traits::{Marshall, UnMarshall};
 use self::device::{Device, KeySpec, Source};
 use self::keyfile::{KeyFile, MAX_FILE_LEN, OWNER};
 use self::template::{left_pad, KeyInfo};
-use super::{Backend, KeyLocation};
+use super::{Backend, BackendKind, KeyLocation};
 use crate::alg::Algorithm;
 use crate::error::{Error, Result};
 use crate::jwk::PublicJwk;
@@ -259,7 +259,7 @@ impl Backend for TpmKey {
 
     fn location(&self) -> KeyLocation {
         KeyLocation {
-            backend: "tpm",
+            backend: BackendKind::Tpm,
             hardware: true,
             non_exportable: self.info.non_exportable,
         }
