@@ -32,7 +32,7 @@ fn setup() -> Result<(PopClient, String, Duration, u64), String> {
     let key = PopKey::open(&env("POPKEY_KEY")?).map_err(s)?;
     info!(
         kid = key.kid(),
-        backend = key.location().backend,
+        backend = key.location().backend.as_str(),
         non_exportable = key.location().non_exportable,
         "key opened"
     );
