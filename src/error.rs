@@ -1,15 +1,35 @@
-//! One error type for the whole crate.
+//! One error type for the whole crate, with one nested type per domain.
 //!
 //! Every variant names something a caller can act on: fix a URI, install a
 //! package, pick another algorithm, check a device. Messages never contain
-//! secrets (PINs, private keys, access tokens).
+//! secrets (PINs, private keys, access tokens), and they name library
+//! options (`CreateOptions::overwrite`, the URI's `pin-source`), never the
+//! flags of the `popkey` command line: the CLI adds those itself, by
+//! [`Error::kind`].
+//!
+//! Device errors live in their own feature-gated types, nested in [`Error`]:
+//! [`Pkcs11Error`] (feature `pkcs11`), [`TpmError`] (feature `tpm`) and
+//! [`ClientError`] (feature `client`). [`Error::kind`] gives a flat,
+//! always-available [`ErrorKind`] to match on, in the style of
+//! `jsonwebtoken`'s `ErrorKind`.
 
+use std::fmt;
 use std::path::PathBuf;
 
 /// The result type used throughout popkey.
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 
 /// Everything that can go wrong in popkey.
+///
+/// Match on [`Error::kind`] to tell failures apart without depending on
+/// which features are on:
+///
+/// ```
+/// use popkey::{ErrorKind, PopKey};
+/// let err = PopKey::open("mem:?alg=HS256").unwrap_err();
+/// assert_eq!(err.kind(), ErrorKind::InvalidUri);
+/// assert_eq!(err.kind().as_str(), "invalid_uri");
+/// ```
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum Error {
@@ -40,7 +60,7 @@ pub enum Error {
     AlgorithmMismatch(String),
 
     /// `create` was asked to write a key where one already exists.
-    #[error("a key already exists at {0}; refusing to overwrite it (pass --force / CreateOptions::overwrite to replace it)")]
+    #[error("a key already exists at {0}; refusing to overwrite it (set CreateOptions::overwrite to replace it)")]
     KeyExists(String),
 
     /// No key at the place the URI names.
@@ -89,8 +109,8 @@ pub enum Error {
     #[error("key pair mismatch: {0}")]
     KeyMismatch(String),
 
-    /// A hardware key is exportable and the caller did not allow that.
-    #[error("refusing to use exportable key {uri}: the device says its private key can leave it; pass --allow-exportable (OpenOptions::allow_exportable) if that is acceptable")]
+    /// A device key is exportable and the caller did not allow that.
+    #[error("refusing to use exportable key {uri}: the device says its private key can leave it; set OpenOptions::allow_exportable if that is acceptable")]
     ExportableKey {
         /// The key's URI (secrets redacted).
         uri: String,
@@ -109,6 +129,159 @@ pub enum Error {
     #[error("signature verification failed: {0}")]
     BadSignature(String),
 
+    /// Configuration a client needs is missing or unreadable.
+    #[error("client configuration: {0}")]
+    Config(String),
+
+    /// A process-wide default key was already installed.
+    #[error(
+        "a process-wide default key is already installed; rotate it with popkey::rotate_default"
+    )]
+    DefaultAlreadyInstalled,
+
+    /// A PKCS#11 token, module or call failed.
+    #[cfg(feature = "pkcs11")]
+    #[cfg_attr(docsrs, doc(cfg(feature = "pkcs11")))]
+    #[error(transparent)]
+    Pkcs11(#[from] Pkcs11Error),
+
+    /// A TPM could not be reached, or refused a key or its authorization.
+    #[cfg(feature = "tpm")]
+    #[cfg_attr(docsrs, doc(cfg(feature = "tpm")))]
+    #[error(transparent)]
+    Tpm(#[from] TpmError),
+
+    /// An HTTP exchange with an authorization server or an API failed.
+    #[cfg(feature = "client")]
+    #[cfg_attr(docsrs, doc(cfg(feature = "client")))]
+    #[error(transparent)]
+    Client(#[from] ClientError),
+}
+
+/// The errors of PKCS#11 tokens and modules, nested in [`Error::Pkcs11`].
+#[cfg(feature = "pkcs11")]
+#[cfg_attr(docsrs, doc(cfg(feature = "pkcs11")))]
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum Pkcs11Error {
+    /// A PKCS#11 module (shared library) could not be found, loaded or initialized.
+    #[error("PKCS#11 module {path}: {reason}")]
+    Module {
+        /// The module path (or a description of where popkey looked).
+        path: PathBuf,
+        /// What is wrong and what to do about it.
+        reason: String,
+    },
+
+    /// No token, or more than one token, matches the URI's token attributes.
+    #[error("PKCS#11 token not found: {0}")]
+    TokenNotFound(String),
+
+    /// The token went away (removed, re-initialized, module finalized). popkey
+    /// looks for it again on the next call, so this may clear by itself.
+    #[error("PKCS#11 token unavailable: {0}")]
+    TokenUnavailable(String),
+
+    /// The token rejected the user PIN. popkey never retries a rejected PIN
+    /// on its own (retries lock tokens).
+    #[error("the token `{token}` rejected the PIN; fix the URI's pin-source / pin-value (popkey does not retry a rejected PIN, to keep the token from locking)")]
+    WrongPin {
+        /// The token label.
+        token: String,
+    },
+
+    /// The token's user PIN is locked after too many wrong attempts.
+    #[error("the user PIN of token `{token}` is locked; unlock it with the SO PIN (e.g. `pkcs11-tool --init-pin --login --login-type so`)")]
+    PinLocked {
+        /// The token label.
+        token: String,
+    },
+
+    /// The PIN could not be obtained (missing or unreadable `pin-source`, or none given).
+    #[error("PIN unavailable: {0}")]
+    PinUnavailable(String),
+
+    /// More than one key matches the URI.
+    #[error("the key URI is ambiguous: {0}")]
+    AmbiguousKey(String),
+
+    /// `create` was asked for a PKCS#11 key under a label the token already uses.
+    #[error("token `{token}` already holds an object labelled `{label}`; popkey never creates a second key under one label{}", if *replace_asked { " and never deletes keys from a token: delete the old one first (pkcs11-tool --delete-object --type privkey --label ...) or pick another object=" } else { ": pick another object= or open the existing key" })]
+    LabelInUse {
+        /// The token label.
+        token: String,
+        /// The `CKA_LABEL` asked for.
+        label: String,
+        /// True when the caller asked to replace the key
+        /// (`CreateOptions::overwrite`).
+        replace_asked: bool,
+    },
+
+    /// A PKCS#11 call failed.
+    #[error("PKCS#11 {function} failed with {code}: {hint}")]
+    Call {
+        /// The PKCS#11 function (`C_Sign`, `C_GenerateKeyPair`, ...).
+        function: String,
+        /// The return value (`CKR_...`) or cryptoki error.
+        code: String,
+        /// What it means here and what to do.
+        hint: String,
+    },
+}
+
+/// The errors of TPMs, nested in [`Error::Tpm`].
+#[cfg(feature = "tpm")]
+#[cfg_attr(docsrs, doc(cfg(feature = "tpm")))]
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum TpmError {
+    /// A TCTI configuration string (from `tcti=`, `TPM2TOOLS_TCTI` or
+    /// `TCTI`) is malformed.
+    #[error("invalid TCTI `{tcti}`: {reason}")]
+    InvalidTcti {
+        /// The TCTI string as given (shortened).
+        tcti: String,
+        /// What is wrong with it and what is accepted.
+        reason: String,
+    },
+
+    /// No TPM answered through the TCTI (no device, simulator not running,
+    /// connection lost and not regained).
+    #[error("cannot reach a TPM through `{tcti}`: {reason}")]
+    Unreachable {
+        /// The TCTI, in canonical form.
+        tcti: String,
+        /// What failed, and what to check.
+        reason: String,
+    },
+
+    /// A TPM key's authorization value is missing or was rejected, or the
+    /// TPM is in dictionary-attack lockout.
+    #[error("TPM authorization failed for {key}: {reason}")]
+    AuthFailed {
+        /// The key (its URI, redacted) or the auth file concerned.
+        key: String,
+        /// What went wrong and what to do.
+        reason: String,
+    },
+
+    /// A TPM key exists on disk but this TPM cannot load it: made by another
+    /// TPM or under another parent, or the owner hierarchy was cleared.
+    #[error("the TPM cannot load {key}: {reason}")]
+    KeyUnloadable {
+        /// The key (its URI, redacted).
+        key: String,
+        /// Why, and what to do.
+        reason: String,
+    },
+}
+
+/// The errors of HTTP exchanges, nested in [`Error::Client`].
+#[cfg(feature = "client")]
+#[cfg_attr(docsrs, doc(cfg(feature = "client")))]
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ClientError {
     /// An HTTP exchange failed before a usable answer: unreachable host,
     /// TLS failure, timeout.
     #[error("HTTP request to {url} failed: {message}")]
@@ -142,122 +315,160 @@ pub enum Error {
         /// What was wrong with it.
         message: String,
     },
+}
 
-    /// Configuration a client needs is missing or unreadable.
-    #[error("client configuration: {0}")]
-    Config(String),
-
-    /// A process-wide default key was already installed.
-    #[error(
-        "a process-wide default key is already installed; rotate it with popkey::rotate_default"
-    )]
+/// What kind of failure an [`Error`] is: a flat, `Copy` list of every
+/// variant (nested ones included), present whatever features are on, with
+/// a stable snake_case name ([`ErrorKind::as_str`]) for logs and metrics.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum ErrorKind {
+    /// [`Error::InvalidUri`].
+    InvalidUri,
+    /// [`Error::BackendNotBuilt`].
+    BackendNotBuilt,
+    /// [`Error::UnsupportedAlgorithm`].
+    UnsupportedAlgorithm,
+    /// [`Error::AlgorithmMismatch`].
+    AlgorithmMismatch,
+    /// [`Error::KeyExists`].
+    KeyExists,
+    /// [`Error::KeyNotFound`].
+    KeyNotFound,
+    /// [`Error::Io`].
+    Io,
+    /// [`Error::UnsafeKeyFile`].
+    UnsafeKeyFile,
+    /// [`Error::MalformedKey`].
+    MalformedKey,
+    /// [`Error::InvalidJwk`].
+    InvalidJwk,
+    /// [`Error::InvalidRequest`].
+    InvalidRequest,
+    /// [`Error::KeyMismatch`].
+    KeyMismatch,
+    /// [`Error::ExportableKey`].
+    ExportableKey,
+    /// [`Error::Backend`].
+    Backend,
+    /// [`Error::BadSignature`].
+    BadSignature,
+    /// [`Error::Config`].
+    Config,
+    /// [`Error::DefaultAlreadyInstalled`].
     DefaultAlreadyInstalled,
+    /// `Pkcs11Error::Module`: a PKCS#11 module could not be loaded or initialized.
+    Pkcs11Module,
+    /// `Pkcs11Error::TokenNotFound`.
+    TokenNotFound,
+    /// `Pkcs11Error::TokenUnavailable`.
+    TokenUnavailable,
+    /// `Pkcs11Error::WrongPin`.
+    WrongPin,
+    /// `Pkcs11Error::PinLocked`.
+    PinLocked,
+    /// `Pkcs11Error::PinUnavailable`.
+    PinUnavailable,
+    /// `Pkcs11Error::AmbiguousKey`.
+    AmbiguousKey,
+    /// `Pkcs11Error::LabelInUse`.
+    LabelInUse,
+    /// `Pkcs11Error::Call`: a PKCS#11 function failed.
+    Pkcs11Call,
+    /// `TpmError::InvalidTcti`.
+    InvalidTcti,
+    /// `TpmError::Unreachable`.
+    TpmUnreachable,
+    /// `TpmError::AuthFailed`.
+    TpmAuthFailed,
+    /// `TpmError::KeyUnloadable`.
+    TpmKeyUnloadable,
+    /// `ClientError::Http`.
+    Http,
+    /// `ClientError::TokenEndpoint`.
+    TokenEndpoint,
+    /// `ClientError::UnexpectedResponse`.
+    UnexpectedResponse,
+}
 
-    /// A PKCS#11 module (shared library) could not be found, loaded or initialized.
-    #[error("PKCS#11 module {path}: {reason}")]
-    Pkcs11Module {
-        /// The module path (or a description of where popkey looked).
-        path: PathBuf,
-        /// What is wrong and what to do about it.
-        reason: String,
-    },
+impl ErrorKind {
+    /// The stable snake_case name (`invalid_uri`, `wrong_pin`,
+    /// `tpm_unreachable`, ...). It does not change between releases.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ErrorKind::InvalidUri => "invalid_uri",
+            ErrorKind::BackendNotBuilt => "backend_not_built",
+            ErrorKind::UnsupportedAlgorithm => "unsupported_algorithm",
+            ErrorKind::AlgorithmMismatch => "algorithm_mismatch",
+            ErrorKind::KeyExists => "key_exists",
+            ErrorKind::KeyNotFound => "key_not_found",
+            ErrorKind::Io => "io",
+            ErrorKind::UnsafeKeyFile => "unsafe_key_file",
+            ErrorKind::MalformedKey => "malformed_key",
+            ErrorKind::InvalidJwk => "invalid_jwk",
+            ErrorKind::InvalidRequest => "invalid_request",
+            ErrorKind::KeyMismatch => "key_mismatch",
+            ErrorKind::ExportableKey => "exportable_key",
+            ErrorKind::Backend => "backend",
+            ErrorKind::BadSignature => "bad_signature",
+            ErrorKind::Config => "config",
+            ErrorKind::DefaultAlreadyInstalled => "default_already_installed",
+            ErrorKind::Pkcs11Module => "pkcs11_module",
+            ErrorKind::TokenNotFound => "token_not_found",
+            ErrorKind::TokenUnavailable => "token_unavailable",
+            ErrorKind::WrongPin => "wrong_pin",
+            ErrorKind::PinLocked => "pin_locked",
+            ErrorKind::PinUnavailable => "pin_unavailable",
+            ErrorKind::AmbiguousKey => "ambiguous_key",
+            ErrorKind::LabelInUse => "label_in_use",
+            ErrorKind::Pkcs11Call => "pkcs11_call",
+            ErrorKind::InvalidTcti => "invalid_tcti",
+            ErrorKind::TpmUnreachable => "tpm_unreachable",
+            ErrorKind::TpmAuthFailed => "tpm_auth_failed",
+            ErrorKind::TpmKeyUnloadable => "tpm_key_unloadable",
+            ErrorKind::Http => "http",
+            ErrorKind::TokenEndpoint => "token_endpoint",
+            ErrorKind::UnexpectedResponse => "unexpected_response",
+        }
+    }
+}
 
-    /// No token, or more than one token, matches the URI's token attributes.
-    #[error("PKCS#11 token not found: {0}")]
-    TokenNotFound(String),
-
-    /// The token went away (removed, re-initialized, module finalized). popkey
-    /// looks for it again on the next call, so this may clear by itself.
-    #[error("PKCS#11 token unavailable: {0}")]
-    TokenUnavailable(String),
-
-    /// The token rejected the user PIN. popkey never retries a rejected PIN
-    /// on its own (retries lock tokens).
-    #[error("the token `{token}` rejected the PIN; fix pin-source / pin-value (popkey does not retry a rejected PIN, to keep the token from locking)")]
-    WrongPin {
-        /// The token label.
-        token: String,
-    },
-
-    /// The token's user PIN is locked after too many wrong attempts.
-    #[error("the user PIN of token `{token}` is locked; unlock it with the SO PIN (e.g. `pkcs11-tool --init-pin --login --login-type so`)")]
-    PinLocked {
-        /// The token label.
-        token: String,
-    },
-
-    /// The PIN could not be obtained (missing or unreadable `pin-source`, or none given).
-    #[error("PIN unavailable: {0}")]
-    PinUnavailable(String),
-
-    /// More than one key matches the URI.
-    #[error("the key URI is ambiguous: {0}")]
-    AmbiguousKey(String),
-
-    /// `create` was asked for a PKCS#11 key under a label the token already uses.
-    #[error("token `{token}` already holds an object labelled `{label}`; popkey never creates a second key under one label{}", if *replace_asked { " and never deletes keys from a token: delete the old one first (pkcs11-tool --delete-object --type privkey --label ...) or pick another object=" } else { ": pick another object= or open the existing key" })]
-    LabelInUse {
-        /// The token label.
-        token: String,
-        /// The `CKA_LABEL` asked for.
-        label: String,
-        /// True when the caller asked to replace the key (`--force`).
-        replace_asked: bool,
-    },
-
-    /// A PKCS#11 call failed.
-    #[error("PKCS#11 {function} failed with {code}: {hint}")]
-    Pkcs11 {
-        /// The PKCS#11 function (`C_Sign`, `C_GenerateKeyPair`, ...).
-        function: String,
-        /// The return value (`CKR_...`) or cryptoki error.
-        code: String,
-        /// What it means here and what to do.
-        hint: String,
-    },
-
-    /// A TCTI configuration string (from `tcti=`, `TPM2TOOLS_TCTI` or
-    /// `TCTI`) is malformed.
-    #[error("invalid TCTI `{tcti}`: {reason}")]
-    InvalidTcti {
-        /// The TCTI string as given (shortened).
-        tcti: String,
-        /// What is wrong with it and what is accepted.
-        reason: String,
-    },
-
-    /// No TPM answered through the TCTI (no device, simulator not running,
-    /// connection lost and not regained).
-    #[error("cannot reach a TPM through `{tcti}`: {reason}")]
-    TpmUnreachable {
-        /// The TCTI, in canonical form.
-        tcti: String,
-        /// What failed, and what to check.
-        reason: String,
-    },
-
-    /// A TPM key's authorization value is missing or was rejected, or the
-    /// TPM is in dictionary-attack lockout.
-    #[error("TPM authorization failed for {key}: {reason}")]
-    TpmAuthFailed {
-        /// The key (its URI, redacted) or the auth file concerned.
-        key: String,
-        /// What went wrong and what to do.
-        reason: String,
-    },
-
-    /// A TPM key exists on disk but this TPM cannot load it: made by another
-    /// TPM or under another parent, or the owner hierarchy was cleared.
-    #[error("the TPM cannot load {key}: {reason}")]
-    TpmKeyUnloadable {
-        /// The key (its URI, redacted).
-        key: String,
-        /// Why, and what to do.
-        reason: String,
-    },
+impl fmt::Display for ErrorKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
 }
 
 impl Error {
+    /// What kind of failure this is.
+    pub fn kind(&self) -> ErrorKind {
+        match self {
+            Error::InvalidUri { .. } => ErrorKind::InvalidUri,
+            Error::BackendNotBuilt { .. } => ErrorKind::BackendNotBuilt,
+            Error::UnsupportedAlgorithm(_) => ErrorKind::UnsupportedAlgorithm,
+            Error::AlgorithmMismatch(_) => ErrorKind::AlgorithmMismatch,
+            Error::KeyExists(_) => ErrorKind::KeyExists,
+            Error::KeyNotFound(_) => ErrorKind::KeyNotFound,
+            Error::Io { .. } => ErrorKind::Io,
+            Error::UnsafeKeyFile { .. } => ErrorKind::UnsafeKeyFile,
+            Error::MalformedKey { .. } => ErrorKind::MalformedKey,
+            Error::InvalidJwk(_) => ErrorKind::InvalidJwk,
+            Error::InvalidRequest(_) => ErrorKind::InvalidRequest,
+            Error::KeyMismatch(_) => ErrorKind::KeyMismatch,
+            Error::ExportableKey { .. } => ErrorKind::ExportableKey,
+            Error::Backend { .. } => ErrorKind::Backend,
+            Error::BadSignature(_) => ErrorKind::BadSignature,
+            Error::Config(_) => ErrorKind::Config,
+            Error::DefaultAlreadyInstalled => ErrorKind::DefaultAlreadyInstalled,
+            #[cfg(feature = "pkcs11")]
+            Error::Pkcs11(e) => e.kind(),
+            #[cfg(feature = "tpm")]
+            Error::Tpm(e) => e.kind(),
+            #[cfg(feature = "client")]
+            Error::Client(e) => e.kind(),
+        }
+    }
+
     pub(crate) fn uri(uri: &str, reason: impl Into<String>) -> Self {
         Error::InvalidUri {
             uri: crate::text::redact(uri),
@@ -271,5 +482,111 @@ impl Error {
 
     pub(crate) fn jwk(reason: impl Into<String>) -> Self {
         Error::InvalidJwk(reason.into())
+    }
+
+    /// [`ClientError::Http`].
+    #[cfg(feature = "client")]
+    pub(crate) fn http(url: impl Into<String>, message: impl Into<String>) -> Self {
+        ClientError::Http {
+            url: url.into(),
+            message: message.into(),
+        }
+        .into()
+    }
+
+    /// [`ClientError::TokenEndpoint`].
+    #[cfg(feature = "client")]
+    pub(crate) fn token_endpoint(
+        url: impl Into<String>,
+        status: u16,
+        error: impl Into<String>,
+        description: Option<String>,
+    ) -> Self {
+        ClientError::TokenEndpoint {
+            url: url.into(),
+            status,
+            error: error.into(),
+            description,
+        }
+        .into()
+    }
+
+    /// [`ClientError::UnexpectedResponse`].
+    #[cfg(feature = "client")]
+    pub(crate) fn unexpected_response(
+        url: impl Into<String>,
+        status: u16,
+        message: impl Into<String>,
+    ) -> Self {
+        ClientError::UnexpectedResponse {
+            url: url.into(),
+            status,
+            message: message.into(),
+        }
+        .into()
+    }
+}
+
+#[cfg(feature = "pkcs11")]
+impl Pkcs11Error {
+    /// What kind of failure this is.
+    pub fn kind(&self) -> ErrorKind {
+        match self {
+            Pkcs11Error::Module { .. } => ErrorKind::Pkcs11Module,
+            Pkcs11Error::TokenNotFound(_) => ErrorKind::TokenNotFound,
+            Pkcs11Error::TokenUnavailable(_) => ErrorKind::TokenUnavailable,
+            Pkcs11Error::WrongPin { .. } => ErrorKind::WrongPin,
+            Pkcs11Error::PinLocked { .. } => ErrorKind::PinLocked,
+            Pkcs11Error::PinUnavailable(_) => ErrorKind::PinUnavailable,
+            Pkcs11Error::AmbiguousKey(_) => ErrorKind::AmbiguousKey,
+            Pkcs11Error::LabelInUse { .. } => ErrorKind::LabelInUse,
+            Pkcs11Error::Call { .. } => ErrorKind::Pkcs11Call,
+        }
+    }
+}
+
+#[cfg(feature = "tpm")]
+impl TpmError {
+    /// What kind of failure this is.
+    pub fn kind(&self) -> ErrorKind {
+        match self {
+            TpmError::InvalidTcti { .. } => ErrorKind::InvalidTcti,
+            TpmError::Unreachable { .. } => ErrorKind::TpmUnreachable,
+            TpmError::AuthFailed { .. } => ErrorKind::TpmAuthFailed,
+            TpmError::KeyUnloadable { .. } => ErrorKind::TpmKeyUnloadable,
+        }
+    }
+}
+
+#[cfg(feature = "client")]
+impl ClientError {
+    /// What kind of failure this is.
+    pub fn kind(&self) -> ErrorKind {
+        match self {
+            ClientError::Http { .. } => ErrorKind::Http,
+            ClientError::TokenEndpoint { .. } => ErrorKind::TokenEndpoint,
+            ClientError::UnexpectedResponse { .. } => ErrorKind::UnexpectedResponse,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn kinds_have_stable_snake_case_names() {
+        let e = Error::KeyExists("/k.pem".into());
+        assert_eq!(e.kind(), ErrorKind::KeyExists);
+        assert_eq!(e.kind().to_string(), "key_exists");
+        assert!(!e.to_string().contains("--"), "{e}");
+    }
+
+    #[cfg(feature = "pkcs11")]
+    #[test]
+    fn nested_errors_keep_their_message_and_kind() {
+        let e: Error = Pkcs11Error::WrongPin { token: "t".into() }.into();
+        assert_eq!(e.kind(), ErrorKind::WrongPin);
+        assert!(e.to_string().starts_with("the token `t` rejected the PIN"));
     }
 }

@@ -64,7 +64,13 @@ pub mod verify;
 
 pub use alg::Algorithm;
 pub use backend::{BackendKind, KeyLocation};
-pub use error::{Error, Result};
+#[cfg(feature = "client")]
+pub use error::ClientError;
+#[cfg(feature = "pkcs11")]
+pub use error::Pkcs11Error;
+#[cfg(feature = "tpm")]
+pub use error::TpmError;
+pub use error::{Error, ErrorKind, Result};
 pub use global::{
     default_key, default_slot, install_default, install_default_slot, rotate_default, KeySlot,
 };

@@ -10,7 +10,7 @@ use authority::{Client, Config, Running};
 use popkey::client::{
     ClientAuth, PopClient, RetryPolicy, Scheme, TokenCache, TokenClient, TokenRequest,
 };
-use popkey::{Error, PopKey};
+use popkey::{ClientError, Error, PopKey};
 use serde_json::Value;
 
 const SECRET: &str = "s3cret-value-never-logged";
@@ -240,7 +240,7 @@ async fn a_nonce_loop_ends_with_an_error() {
     );
     let err = c.get(&server.api).await.unwrap_err();
     assert!(
-        matches!(err, Error::TokenEndpoint { ref error, .. } if error == "use_dpop_nonce"),
+        matches!(err, Error::Client(ClientError::TokenEndpoint { ref error, .. }) if error == "use_dpop_nonce"),
         "{err}"
     );
     assert_eq!(server.stats.token_requests.load(Ordering::SeqCst), 2);
@@ -291,7 +291,7 @@ async fn token_endpoint_failures_are_typed_and_secret_free() {
         .await
         .unwrap_err();
     assert!(
-        matches!(err, Error::TokenEndpoint { status: 401, ref error, .. } if error == "invalid_client"),
+        matches!(err, Error::Client(ClientError::TokenEndpoint { status: 401, ref error, .. }) if error == "invalid_client"),
         "{err}"
     );
     assert!(
@@ -313,7 +313,10 @@ async fn token_endpoint_failures_are_typed_and_secret_free() {
         .await
         .unwrap_err();
     assert!(
-        matches!(err, Error::UnexpectedResponse { status: 503, .. }),
+        matches!(
+            err,
+            Error::Client(ClientError::UnexpectedResponse { status: 503, .. })
+        ),
         "{err}"
     );
     assert!(err.to_string().contains("HTML"));
@@ -374,7 +377,10 @@ async fn unreachable_and_silent_servers_do_not_hang() {
     )
     .unwrap();
     let err = c.token().await.unwrap_err();
-    assert!(matches!(err, Error::Http { .. }), "{err}");
+    assert!(
+        matches!(err, Error::Client(ClientError::Http { .. })),
+        "{err}"
+    );
     // A server that accepts and never answers: the timeout ends it.
     let silent = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = silent.local_addr().unwrap();
@@ -456,7 +462,10 @@ async fn tls_failure_is_a_typed_error() {
     )
     .unwrap();
     let err = c.token().await.unwrap_err();
-    assert!(matches!(err, Error::Http { .. }), "{err}");
+    assert!(
+        matches!(err, Error::Client(ClientError::Http { .. })),
+        "{err}"
+    );
     assert!(!err.to_string().contains(SECRET));
 }
 

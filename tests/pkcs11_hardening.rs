@@ -11,7 +11,7 @@ use popkey_testkit::softhsm;
 use cryptoki::mechanism::Mechanism;
 use cryptoki::object::{Attribute, AttributeType, ObjectClass};
 use popkey::shr::SignedHttpRequest;
-use popkey::{CreateOptions, Error, PopCryptoProvider, PopKey};
+use popkey::{CreateOptions, Error, Pkcs11Error, PopCryptoProvider, PopKey};
 use serde_json::Value;
 use softhsm::{cryptoki, slot_of, token, USER_PIN};
 
@@ -118,7 +118,7 @@ fn rejected_pin_is_shared_by_every_key_of_the_token() {
     // Logs popkey's sessions out too.
     s.logout().unwrap();
     match signs(&a) {
-        Err(Error::WrongPin { .. }) => {}
+        Err(Error::Pkcs11(Pkcs11Error::WrongPin { .. })) => {}
         other => panic!("expected WrongPin, got {other:?}"),
     }
     assert!(
@@ -130,11 +130,11 @@ fn rejected_pin_is_shared_by_every_key_of_the_token() {
     s.logout().unwrap();
     assert!(!count_low(&p, &t.label));
     match signs(&b) {
-        Err(Error::WrongPin { .. }) => {}
+        Err(Error::Pkcs11(Pkcs11Error::WrongPin { .. })) => {}
         other => panic!("expected WrongPin, got {other:?}"),
     }
     match PopKey::open(a.uri()) {
-        Err(Error::WrongPin { .. }) => {}
+        Err(Error::Pkcs11(Pkcs11Error::WrongPin { .. })) => {}
         other => panic!("expected WrongPin, got {other:?}"),
     }
     assert!(
@@ -231,7 +231,7 @@ fn token_reinitialized_with_another_key_under_the_same_name() {
                 break;
             }
             // Not seen yet: popkey looks again on a later call.
-            Err(e @ (Error::TokenUnavailable(_) | Error::KeyNotFound(_))) => {
+            Err(e @ (Error::Pkcs11(Pkcs11Error::TokenUnavailable(_)) | Error::KeyNotFound(_))) => {
                 eprintln!("{e}");
                 softhsm::past_reset_interval();
             }

@@ -8,7 +8,7 @@ use popkey_testkit::common;
 use popkey_testkit::softhsm;
 
 use popkey::shr::SignedHttpRequest;
-use popkey::{Algorithm, CreateOptions, Error, PopCryptoProvider, PopKey};
+use popkey::{Algorithm, CreateOptions, Error, Pkcs11Error, PopCryptoProvider, PopKey};
 use serde_json::Value;
 use softhsm::{cryptoki, slot_of, token};
 
@@ -94,7 +94,10 @@ fn token_removed_and_reinitialized() {
     let err = signs(&key).unwrap_err();
     eprintln!("removed: {err}");
     assert!(
-        matches!(err, Error::TokenUnavailable(_) | Error::KeyNotFound(_)),
+        matches!(
+            err,
+            Error::Pkcs11(Pkcs11Error::TokenUnavailable(_)) | Error::KeyNotFound(_)
+        ),
         "{err:?}"
     );
     copy_dir(&backup, &dir);
@@ -113,7 +116,10 @@ fn token_removed_and_reinitialized() {
     let err = signs(&key).unwrap_err();
     eprintln!("re-initialized: {err}");
     assert!(
-        matches!(err, Error::TokenUnavailable(_) | Error::KeyNotFound(_)),
+        matches!(
+            err,
+            Error::Pkcs11(Pkcs11Error::TokenUnavailable(_)) | Error::KeyNotFound(_)
+        ),
         "{err:?}"
     );
     std::fs::remove_dir_all(&dir).unwrap();
@@ -207,17 +213,17 @@ fn rejected_pin_is_not_retried() {
     change(softhsm::USER_PIN, "654321");
     for _ in 0..2 {
         match signs(&key) {
-            Err(Error::WrongPin { .. }) => {}
+            Err(Error::Pkcs11(Pkcs11Error::WrongPin { .. })) => {}
             other => panic!("expected WrongPin, got {other:?}"),
         }
     }
     change("654321", softhsm::USER_PIN);
     match signs(&key) {
-        Err(Error::WrongPin { .. }) => {}
+        Err(Error::Pkcs11(Pkcs11Error::WrongPin { .. })) => {}
         other => panic!("the handle offered its rejected PIN again: {other:?}"),
     }
     match PopKey::open(key.uri()) {
-        Err(Error::WrongPin { .. }) => {}
+        Err(Error::Pkcs11(Pkcs11Error::WrongPin { .. })) => {}
         other => panic!("a new handle offered the rejected PIN again: {other:?}"),
     }
     change(softhsm::USER_PIN, "135790");

@@ -8,7 +8,9 @@ use popkey_testkit::softhsm;
 
 use popkey::dpop::DpopProof;
 use popkey::shr::SignedHttpRequest;
-use popkey::{Algorithm, CreateOptions, Error, OpenOptions, PopCryptoProvider, PopKey};
+use popkey::{
+    Algorithm, CreateOptions, Error, OpenOptions, Pkcs11Error, PopCryptoProvider, PopKey,
+};
 use serde_json::Value;
 use softhsm::{hsm, token, Token};
 
@@ -92,7 +94,10 @@ fn create_show_sign(alg: Algorithm) {
     // A second key under the same label is refused; nothing new appears.
     let before = t.objects();
     let err = PopKey::create(&uri, &CreateOptions::new().alg(alg)).unwrap_err();
-    assert!(matches!(err, Error::LabelInUse { .. }), "{err}");
+    assert!(
+        matches!(err, Error::Pkcs11(Pkcs11Error::LabelInUse { .. })),
+        "{err}"
+    );
     assert_eq!(t.objects(), before);
 }
 
@@ -280,7 +285,7 @@ fn wrong_pin_is_typed_and_not_retried() {
     );
     for _ in 0..2 {
         match PopKey::open(&bad) {
-            Err(e @ Error::WrongPin { .. }) => {
+            Err(e @ Error::Pkcs11(Pkcs11Error::WrongPin { .. })) => {
                 let msg = e.to_string();
                 assert!(
                     msg.contains("does not retry") && !msg.contains("999999"),
@@ -348,26 +353,29 @@ fn bad_input_is_typed() {
             |e| matches!(e, Error::InvalidUri { .. }),
         ),
         (q("&module-path=/nonexistent/libnothing.so"), |e| {
-            matches!(e, Error::Pkcs11Module { .. })
+            matches!(e, Error::Pkcs11(Pkcs11Error::Module { .. }))
         }),
         (
             q(&format!("&module-path={}", not_a_module.display())),
-            |e| matches!(e, Error::Pkcs11Module { .. }),
+            |e| matches!(e, Error::Pkcs11(Pkcs11Error::Module { .. })),
         ),
         (q("&module-path=/lib/x86_64-linux-gnu/libm.so.6"), |e| {
-            matches!(e, Error::Pkcs11Module { .. }) || cfg!(not(target_arch = "x86_64"))
+            matches!(e, Error::Pkcs11(Pkcs11Error::Module { .. }))
+                || cfg!(not(target_arch = "x86_64"))
         }),
         (
             t.uri("dup-a")
                 .replace(&format!("token={}", t.label), "token=no-such-token"),
-            |e| matches!(e, Error::TokenNotFound(_)),
+            |e| matches!(e, Error::Pkcs11(Pkcs11Error::TokenNotFound(_))),
         ),
         (
             t.uri("dup-a").replace(&format!("token={};", t.label), ""),
-            |e| matches!(e, Error::TokenNotFound(_)),
+            |e| matches!(e, Error::Pkcs11(Pkcs11Error::TokenNotFound(_))),
         ),
         (t.uri("no-such-key"), |e| matches!(e, Error::KeyNotFound(_))),
-        (t.uri("twin"), |e| matches!(e, Error::AmbiguousKey(_))),
+        (t.uri("twin"), |e| {
+            matches!(e, Error::Pkcs11(Pkcs11Error::AmbiguousKey(_)))
+        }),
         (t.uri_with("dup-a", "&alg=RS256"), |e| {
             matches!(e, Error::AlgorithmMismatch(_))
         }),
@@ -382,12 +390,12 @@ fn bad_input_is_typed() {
                 &hsm().pin_file.display().to_string(),
                 "/nonexistent/pin-file",
             ),
-            |e| matches!(e, Error::PinUnavailable(_)),
+            |e| matches!(e, Error::Pkcs11(Pkcs11Error::PinUnavailable(_))),
         ),
         (
             t.uri("dup-a")
                 .replace(&format!("&pin-source={}", hsm().pin_file.display()), ""),
-            |e| matches!(e, Error::PinUnavailable(_)),
+            |e| matches!(e, Error::Pkcs11(Pkcs11Error::PinUnavailable(_))),
         ),
     ];
     for (uri, ok) in cases {
@@ -423,7 +431,7 @@ fn bad_input_is_typed() {
     );
     assert!(matches!(
         PopKey::create(&bad_pin, &CreateOptions::new()),
-        Err(Error::WrongPin { .. })
+        Err(Error::Pkcs11(Pkcs11Error::WrongPin { .. }))
     ));
     assert_eq!(t.objects(), before);
 }

@@ -86,12 +86,7 @@ where
                 tracing::debug!(error = %transport_message(&e), ?wait, url = %display_url(url), "retrying after a transport error");
                 tokio::time::sleep(wait).await;
             }
-            Err(e) => {
-                return Err(Error::Http {
-                    url: display_url(url),
-                    message: transport_message(&e),
-                })
-            }
+            Err(e) => return Err(Error::http(display_url(url), transport_message(&e))),
         }
         attempt += 1;
     }

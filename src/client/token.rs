@@ -341,9 +341,11 @@ impl TokenClient {
             if let Some(n) = &server_nonce {
                 self.nonces.set(&origin, n);
             }
-            let text = resp.text().await.map_err(|e| Error::Http {
-                url: display_url(endpoint),
-                message: format!("reading the response failed: {e}"),
+            let text = resp.text().await.map_err(|e| {
+                Error::http(
+                    display_url(endpoint),
+                    format!("reading the response failed: {e}"),
+                )
             })?;
             let json = crate::json::parse_object(&text).ok();
             if !(200..300).contains(&status) {
@@ -356,22 +358,19 @@ impl TokenClient {
                     && server_nonce.is_some()
                 {
                     if used_fresh_nonce {
-                        return Err(Error::TokenEndpoint {
-                            url: display_url(endpoint),
-                            status,
-                            error: "use_dpop_nonce".into(),
-                            description: Some("the server rejected the nonce it had just sent; giving up rather than looping".into()),
-                        });
+                        return Err(Error::token_endpoint(display_url(endpoint), status, "use_dpop_nonce", Some("the server rejected the nonce it had just sent; giving up rather than looping".into())));
                     }
                     used_fresh_nonce = true;
                     continue;
                 }
                 return Err(endpoint_error(endpoint, status, json.as_ref(), &text));
             }
-            let json = json.ok_or_else(|| Error::UnexpectedResponse {
-                url: display_url(endpoint),
-                status,
-                message: format!("the body is not a JSON object ({} bytes)", text.len()),
+            let json = json.ok_or_else(|| {
+                Error::unexpected_response(
+                    display_url(endpoint),
+                    status,
+                    format!("the body is not a JSON object ({} bytes)", text.len()),
+                )
             })?;
             return parse_token_response(endpoint, status, json, req.scheme);
         }
@@ -416,16 +415,16 @@ fn endpoint_error(
             .map(|s| s.chars().take(500).collect::<String>())
     };
     match get("error") {
-        Some(error) => Error::TokenEndpoint {
-            url: display_url(endpoint),
+        Some(error) => Error::token_endpoint(
+            display_url(endpoint),
             status,
             error,
-            description: get("error_description"),
-        },
-        None => Error::UnexpectedResponse {
-            url: display_url(endpoint),
+            get("error_description"),
+        ),
+        None => Error::unexpected_response(
+            display_url(endpoint),
             status,
-            message: if text.trim_start().starts_with('<') {
+            if text.trim_start().starts_with('<') {
                 format!(
                     "an HTML page ({} bytes) instead of an OAuth error",
                     text.len()
@@ -436,7 +435,7 @@ fn endpoint_error(
                     text.len()
                 )
             },
-        },
+        ),
     }
 }
 
@@ -446,11 +445,7 @@ fn parse_token_response(
     raw: Map<String, Value>,
     scheme: Scheme,
 ) -> Result<TokenResponse> {
-    let bad = |m: String| Error::UnexpectedResponse {
-        url: display_url(endpoint),
-        status,
-        message: m,
-    };
+    let bad = |m: String| Error::unexpected_response(display_url(endpoint), status, m);
     let access_token = match raw.get("access_token") {
         Some(Value::String(t)) if !t.is_empty() => Zeroizing::new(t.clone()),
         _ => return Err(bad("no `access_token` string in the response".into())),

@@ -3,7 +3,7 @@
 
 use popkey_testkit::swtpm;
 
-use popkey::{Algorithm, CreateOptions, Error, PopKey};
+use popkey::{Algorithm, CreateOptions, Error, PopKey, TpmError};
 use swtpm::Swtpm;
 
 fn open_err(uri: &str) -> Error {
@@ -32,7 +32,7 @@ fn malformed_uris_and_tctis() {
     ] {
         let uri = format!("tpm:handle=0x81000001;tcti={tcti}");
         match open_err(&uri) {
-            Error::InvalidTcti { reason, .. } => assert!(!reason.is_empty()),
+            Error::Tpm(TpmError::InvalidTcti { reason, .. }) => assert!(!reason.is_empty()),
             other => panic!("{tcti}: {other:?}"),
         }
     }
@@ -48,7 +48,7 @@ fn no_tpm_reachable() {
         .port();
     let uri = format!("tpm:handle=0x81000001;tcti=swtpm:host=127.0.0.1,port={port}");
     match open_err(&uri) {
-        Error::TpmUnreachable { tcti, reason } => {
+        Error::Tpm(TpmError::Unreachable { tcti, reason }) => {
             assert!(tcti.contains(&port.to_string()));
             assert!(reason.contains("swtpm"), "{reason}");
         }
@@ -56,7 +56,7 @@ fn no_tpm_reachable() {
     }
     let uri = "tpm:handle=0x81000001;tcti=device:/dev/no-such-tpm";
     match open_err(uri) {
-        Error::TpmUnreachable { reason, .. } => {
+        Error::Tpm(TpmError::Unreachable { reason, .. }) => {
             assert!(reason.contains("does not exist"), "{reason}")
         }
         other => panic!("{other:?}"),
@@ -170,11 +170,13 @@ fn wrong_or_missing_auth_value() {
     drop(key);
     assert_eq!(PopKey::open(&with("right")).unwrap().public_jwk(), &jwk);
     match open_err(&with("wrong")) {
-        Error::TpmAuthFailed { reason, .. } => assert!(reason.contains("auth-source"), "{reason}"),
+        Error::Tpm(TpmError::AuthFailed { reason, .. }) => {
+            assert!(reason.contains("auth-source"), "{reason}")
+        }
         other => panic!("{other:?}"),
     }
     match open_err(&tpm.uri(&format!("path={}", path.display()))) {
-        Error::TpmAuthFailed { .. } => {}
+        Error::Tpm(TpmError::AuthFailed { .. }) => {}
         other => panic!("{other:?}"),
     }
     let missing = tpm.uri(&format!(
@@ -186,7 +188,7 @@ fn wrong_or_missing_auth_value() {
     std::fs::write(tpm.file("long"), "x".repeat(33)).unwrap();
     assert!(matches!(
         open_err(&with("long")),
-        Error::TpmAuthFailed { .. }
+        Error::Tpm(TpmError::AuthFailed { .. })
     ));
 }
 
@@ -204,7 +206,7 @@ fn key_file_from_another_tpm() {
         .unwrap(),
     );
     match open_err(&b.uri(&format!("path={}", path.display()))) {
-        Error::TpmKeyUnloadable { reason, .. } => {
+        Error::Tpm(TpmError::KeyUnloadable { reason, .. }) => {
             assert!(reason.contains("another TPM"), "{reason}")
         }
         other => panic!("{other:?}"),

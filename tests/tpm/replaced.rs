@@ -7,7 +7,7 @@ use popkey_testkit::common;
 use popkey_testkit::swtpm;
 
 use popkey::shr::SignedHttpRequest;
-use popkey::{Algorithm, CreateOptions, Error, PopCryptoProvider, PopKey};
+use popkey::{Algorithm, CreateOptions, Error, PopCryptoProvider, PopKey, TpmError};
 use serde_json::Value;
 use swtpm::Swtpm;
 
@@ -33,7 +33,7 @@ fn sign_and_verify(key: &PopKey) {
 
 fn assert_replaced(result: popkey::Result<String>, handle: &str) {
     match result {
-        Err(Error::TpmKeyUnloadable { reason, .. }) => {
+        Err(Error::Tpm(TpmError::KeyUnloadable { reason, .. })) => {
             assert!(
                 reason.contains(handle) && reason.contains("is not the key this handle opened"),
                 "{reason}"

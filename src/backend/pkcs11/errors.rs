@@ -3,7 +3,7 @@
 use cryptoki::context::Function;
 use cryptoki::error::{Error as CkError, RvError};
 
-use crate::error::Error;
+use crate::error::{Error, Pkcs11Error};
 
 /// A failure inside the backend: either a raw PKCS#11 error, which the
 /// signing path may recover from, or a finished popkey error.
@@ -131,11 +131,11 @@ pub(crate) fn pkcs11(what: &str, e: CkError) -> Error {
         }
         _ => format!("while trying to {what}"),
     };
-    Error::Pkcs11 {
+    Error::Pkcs11(Pkcs11Error::Call {
         function,
         code,
         hint,
-    }
+    })
 }
 
 #[cfg(test)]

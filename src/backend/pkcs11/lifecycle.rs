@@ -18,7 +18,7 @@ use super::token::{self, Found, TokenSelector};
 use super::Pkcs11Key;
 use crate::alg::Algorithm;
 use crate::backend::Backend;
-use crate::error::{Error, Result};
+use crate::error::{Error, Pkcs11Error, Result};
 use crate::uri::{Pkcs11ObjectType, Pkcs11Uri};
 
 /// Bytes of random `CKA_ID` for new keys.
@@ -99,7 +99,11 @@ pub(crate) fn open(raw: &str, uri: &Pkcs11Uri) -> Result<Pkcs11Key> {
         // softhsm2-util) shows up after a re-initialization; other open keys
         // recover from it transparently. A token SoftHSM2 could not read
         // because another process was rewriting it is read afresh the same way.
-        Err(e @ (Error::KeyNotFound(_) | Error::TokenNotFound(_) | Error::TokenUnavailable(_))) => {
+        Err(
+            e @ (Error::KeyNotFound(_)
+            | Error::Pkcs11(Pkcs11Error::TokenNotFound(_))
+            | Error::Pkcs11(Pkcs11Error::TokenUnavailable(_))),
+        ) => {
             // A token being rewritten may just need asking again (slot list
             // and all) before the module is reset for it.
             let e = if matches!(e, Error::KeyNotFound(_)) {
@@ -115,8 +119,8 @@ pub(crate) fn open(raw: &str, uri: &Pkcs11Uri) -> Result<Pkcs11Key> {
                 ) {
                     Err(
                         e @ (Error::KeyNotFound(_)
-                        | Error::TokenNotFound(_)
-                        | Error::TokenUnavailable(_)),
+                        | Error::Pkcs11(Pkcs11Error::TokenNotFound(_))
+                        | Error::Pkcs11(Pkcs11Error::TokenUnavailable(_))),
                     ) => e,
                     other => return other,
                 }
@@ -170,11 +174,11 @@ pub(crate) fn create(
     };
     token::login(&session, &pin, &must_login, &module.rejected).map_err(Fail::into_error)?;
     if object::label_in_use(&session, &label).map_err(Fail::into_error)? {
-        return Err(Error::LabelInUse {
+        return Err(Error::Pkcs11(Pkcs11Error::LabelInUse {
             token: found.label.clone(),
             label,
             replace_asked: overwrite,
-        });
+        }));
     }
     let mut id = [0u8; NEW_ID_LEN];
     let mut tries = 0;

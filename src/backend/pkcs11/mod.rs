@@ -32,7 +32,7 @@ use self::pool::{Next, State};
 use self::token::TokenSelector;
 use super::{Backend, BackendKind, KeyLocation};
 use crate::alg::Algorithm;
-use crate::error::{Error, Result};
+use crate::error::{Error, Pkcs11Error, Result};
 use crate::jwk::PublicJwk;
 
 pub(crate) use self::lifecycle::{create, open};
@@ -77,6 +77,8 @@ impl Backend for Pkcs11Key {
                 Err(Next::Retry(e)) => last = Some(e),
             }
         }
-        Err(last.unwrap_or_else(|| Error::TokenUnavailable("no attempt was made".into())))
+        Err(last.unwrap_or_else(|| {
+            Error::Pkcs11(Pkcs11Error::TokenUnavailable("no attempt was made".into()))
+        }))
     }
 }

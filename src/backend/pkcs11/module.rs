@@ -17,7 +17,7 @@ use cryptoki::context::{CInitializeArgs, CInitializeFlags, Pkcs11};
 use cryptoki::error::{Error as CkError, RvError};
 
 use super::pin::RejectedPins;
-use crate::error::{Error, Result};
+use crate::error::{Error, Pkcs11Error, Result};
 use crate::uri::Pkcs11Uri;
 
 /// At most one re-initialization per module in this window; callers that
@@ -50,10 +50,10 @@ pub(super) fn module_path(uri: &Pkcs11Uri) -> Result<PathBuf> {
         .map(Path::new)
         .find(|p| p.exists())
         .map(Path::to_path_buf)
-        .ok_or_else(|| Error::Pkcs11Module {
+        .ok_or_else(|| Error::Pkcs11(Pkcs11Error::Module {
             path: PathBuf::from("(none)"),
             reason: "no module given: add `?module-path=/path/to/module.so` to the URI, set PKCS11_MODULE, or install p11-kit's proxy module".into(),
-        })
+        }))
 }
 
 struct State {
@@ -103,9 +103,11 @@ fn registry() -> &'static Mutex<HashMap<PathBuf, Arc<Module>>> {
 /// The process-wide handle of the module at `path`, loading and
 /// initializing it on first use.
 pub(super) fn load(path: &Path) -> Result<Arc<Module>> {
-    let bad = |reason: String| Error::Pkcs11Module {
-        path: path.to_path_buf(),
-        reason,
+    let bad = |reason: String| {
+        Error::Pkcs11(Pkcs11Error::Module {
+            path: path.to_path_buf(),
+            reason,
+        })
     };
     let canonical = std::fs::canonicalize(path).map_err(|e| {
         bad(if e.kind() == std::io::ErrorKind::NotFound {
@@ -186,10 +188,10 @@ impl Module {
             };
             self.reinitialize(seen)?;
         }
-        Err(Error::TokenUnavailable(format!(
+        Err(Error::Pkcs11(Pkcs11Error::TokenUnavailable(format!(
             "the PKCS#11 module {} keeps being re-initialized by another thread",
             self.path.display()
-        )))
+        ))))
     }
 
     /// `C_Finalize` + `C_Initialize`, unless another thread already did it
@@ -211,12 +213,12 @@ impl Module {
         if !forked {
             if let Some(t) = st.last_reset {
                 if t.elapsed() < RESET_INTERVAL {
-                    return Err(Error::TokenUnavailable(format!(
+                    return Err(Error::Pkcs11(Pkcs11Error::TokenUnavailable(format!(
                         "the PKCS#11 module {} was re-initialized less than {} s ago; popkey resets it at most once per {} s and looks for the token again on a later call",
                         self.path.display(),
                         RESET_INTERVAL.as_secs(),
                         RESET_INTERVAL.as_secs()
-                    )));
+                    ))));
                 }
             }
         }
@@ -231,17 +233,17 @@ impl Module {
                     st.ready = true;
                     Ok(())
                 }
-                Ok(false) => Err(Error::Pkcs11Module {
+                Ok(false) => Err(Error::Pkcs11(Pkcs11Error::Module {
                     path: self.path.clone(),
                     reason: "another library in this process initialized this module, so popkey does not finalize and re-initialize it to recover; the token may show up again once that library re-initializes it, or run popkey in a process of its own".into(),
-                }),
+                })),
                 Err(code) => {
                     st.epoch += 1;
                     st.ready = false;
-                    Err(Error::Pkcs11Module {
+                    Err(Error::Pkcs11(Pkcs11Error::Module {
                         path: self.path.clone(),
                         reason: format!("C_Initialize failed while recovering: {code}"),
-                    })
+                    }))
                 }
             };
         }
@@ -261,10 +263,10 @@ impl Module {
             }
             Err(code) => {
                 st.ready = false;
-                Err(Error::Pkcs11Module {
+                Err(Error::Pkcs11(Pkcs11Error::Module {
                     path: self.path.clone(),
                     reason: format!("C_Initialize failed while recovering: {code}"),
-                })
+                }))
             }
         }
     }

@@ -8,7 +8,7 @@ use cryptoki::session::Session;
 
 use super::errors::{Ctx, Fail};
 use crate::alg::Algorithm;
-use crate::error::Error;
+use crate::error::{Error, Pkcs11Error};
 use crate::jwk::PublicJwk;
 
 /// DER of the P-256 curve OID (1.2.840.10045.3.1.7), the `CKA_EC_PARAMS`
@@ -108,11 +108,11 @@ pub(super) fn find_private(
                     names.push(format!("object={l};id={i}"));
                 }
             }
-            Err(Error::AmbiguousKey(format!(
+            Err(Error::Pkcs11(Pkcs11Error::AmbiguousKey(format!(
                 "{n} private keys on token `{token}` match {}: {}; add id= to the URI",
                 sel.describe(),
                 names.join(", ")
-            ))
+            )))
             .into())
         }
     }

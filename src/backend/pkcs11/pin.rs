@@ -12,7 +12,7 @@ use sha2::{Digest, Sha256};
 use cryptoki::types::AuthPin;
 use zeroize::Zeroizing;
 
-use crate::error::{Error, Result};
+use crate::error::{Error, Pkcs11Error, Result};
 use crate::uri::Pkcs11Uri;
 
 /// Longest PIN file accepted.
@@ -41,8 +41,12 @@ impl Pin {
         let Some(path) = &uri.pin_source else {
             return Ok(Pin(None));
         };
-        let unavailable =
-            |why: String| Error::PinUnavailable(format!("pin-source {}: {why}", path.display()));
+        let unavailable = |why: String| {
+            Error::Pkcs11(Pkcs11Error::PinUnavailable(format!(
+                "pin-source {}: {why}",
+                path.display()
+            )))
+        };
         let file = std::fs::File::open(path).map_err(|e| {
             unavailable(if e.kind() == std::io::ErrorKind::NotFound {
                 "the file does not exist; write the user PIN into it (one line)".into()

@@ -14,7 +14,7 @@ use super::object;
 use super::sign;
 use super::token::{self, Found};
 use super::Pkcs11Key;
-use crate::error::Error;
+use crate::error::{Error, Pkcs11Error};
 
 /// Idle sessions kept per key; more are closed when they come back.
 const MAX_IDLE: usize = 32;
@@ -59,8 +59,12 @@ pub(super) fn close(module: &Module, epoch: u64, session: Session) {
 pub(super) fn not_reset(original: Error, why: Error) -> Error {
     match original {
         Error::KeyNotFound(m) => Error::KeyNotFound(format!("{m}; {why}")),
-        Error::TokenNotFound(m) => Error::TokenNotFound(format!("{m}; {why}")),
-        Error::TokenUnavailable(m) => Error::TokenUnavailable(format!("{m}; {why}")),
+        Error::Pkcs11(Pkcs11Error::TokenNotFound(m)) => {
+            Error::Pkcs11(Pkcs11Error::TokenNotFound(format!("{m}; {why}")))
+        }
+        Error::Pkcs11(Pkcs11Error::TokenUnavailable(m)) => {
+            Error::Pkcs11(Pkcs11Error::TokenUnavailable(format!("{m}; {why}")))
+        }
         other => other,
     }
 }
@@ -131,19 +135,19 @@ impl Pkcs11Key {
             Some(f) => f,
             None => match self.token.find(live.ctx()) {
                 // Asked once more before anyone resets the module for it.
-                Err(Fail::Done(Error::TokenNotFound(_))) => {
+                Err(Fail::Done(Error::Pkcs11(Pkcs11Error::TokenNotFound(_)))) => {
                     std::thread::sleep(std::time::Duration::from_millis(20));
                     self.token.find(live.ctx())
                 }
                 r => r,
             }
             .map_err(|f| match f {
-                Fail::Done(Error::TokenNotFound(why)) => Fail::Done(Error::TokenUnavailable(
+                Fail::Done(Error::Pkcs11(Pkcs11Error::TokenNotFound(why))) => Fail::Done(Error::Pkcs11(Pkcs11Error::TokenUnavailable(
                     format!(
                         "token `{}` that holds this key is not there ({why}); popkey looks for it again on the next call",
                         self.token_label
                     ),
-                )),
+                ))),
                 other => other,
             })?,
         };
@@ -242,7 +246,9 @@ impl Pkcs11Key {
                 self.checkin(None, epoch, s);
             }
             return match fail {
-                Fail::Done(e @ Error::TokenUnavailable(_)) if !*reinitialized => {
+                Fail::Done(e @ Error::Pkcs11(Pkcs11Error::TokenUnavailable(_)))
+                    if !*reinitialized =>
+                {
                     // The token may be back but only visible to a freshly
                     // initialized module (SoftHSM scans tokens at C_Initialize).
                     *reinitialized = true;
@@ -284,10 +290,10 @@ impl Pkcs11Key {
                 abandon(s);
             }
             self.lose_token();
-            let e = Error::TokenUnavailable(format!(
+            let e = Error::Pkcs11(Pkcs11Error::TokenUnavailable(format!(
                 "token `{}` went away ({err}); popkey looks for it again on the next call",
                 self.token_label
-            ));
+            )));
             if *reinitialized {
                 return Err(Next::Fatal(e));
             }

@@ -7,7 +7,7 @@ use cryptoki::slot::Slot;
 
 use super::errors::{Ctx, Fail};
 use super::pin::{Pin, RejectedPins};
-use crate::error::Error;
+use crate::error::{Error, Pkcs11Error};
 use crate::uri::Pkcs11Uri;
 
 /// The token attributes of a `pkcs11:` URI.
@@ -122,17 +122,17 @@ impl TokenSelector {
         }
         match matches.len() {
             1 => Ok(matches.remove(0)),
-            0 => Err(Error::TokenNotFound(format!(
+            0 => Err(Error::Pkcs11(Pkcs11Error::TokenNotFound(format!(
                 "no initialized token matches {}; tokens present: {}",
                 self.describe(),
                 present(&seen)
-            ))
+            )))
             .into()),
-            n => Err(Error::TokenNotFound(format!(
+            n => Err(Error::Pkcs11(Pkcs11Error::TokenNotFound(format!(
                 "{n} tokens match {}; name one with token= or serial= (tokens present: {})",
                 self.describe(),
                 present(&seen)
-            ))
+            )))
             .into()),
         }
     }
@@ -186,26 +186,28 @@ pub(super) fn login(
         // The user types the PIN on the device.
         return match session.login(UserType::User, None) {
             Ok(()) | Err(CkError::Pkcs11(RvError::UserAlreadyLoggedIn, _)) => Ok(()),
-            Err(CkError::Pkcs11(RvError::PinIncorrect, _)) => Err(Error::WrongPin {
-                token: token.to_owned(),
+            Err(CkError::Pkcs11(RvError::PinIncorrect, _)) => {
+                Err(Error::Pkcs11(Pkcs11Error::WrongPin {
+                    token: token.to_owned(),
+                })
+                .into())
             }
-            .into()),
             Err(e) => Err(Fail::Ck("log in on the token's PIN pad", e)),
         };
     }
     let Some(auth) = auth else {
         if found.login_required {
-            return Err(Error::PinUnavailable(format!(
+            return Err(Error::Pkcs11(Pkcs11Error::PinUnavailable(format!(
                 "token `{token}` requires a login; add `pin-source=/path/to/pin-file` (or pin-value=) to the URI"
-            ))
+            )))
             .into());
         }
         return Ok(());
     };
     if rejected.contains(&found.serial, token, pin) {
-        return Err(Error::WrongPin {
+        return Err(Error::Pkcs11(Pkcs11Error::WrongPin {
             token: token.to_owned(),
-        }
+        })
         .into());
     }
     // CKR_GENERAL_ERROR (SoftHSM2 answers it while another process rewrites
@@ -225,9 +227,9 @@ pub(super) fn login(
         Ok(()) | Err(CkError::Pkcs11(RvError::UserAlreadyLoggedIn, _)) => Ok(()),
         Err(CkError::Pkcs11(RvError::PinIncorrect | RvError::PinLenRange | RvError::PinInvalid, _)) => {
             rejected.insert(&found.serial, token, pin);
-            Err(Error::WrongPin {
+            Err(Error::Pkcs11(Pkcs11Error::WrongPin {
                 token: token.to_owned(),
-            }
+            })
             .into())
         }
         Err(CkError::Pkcs11(
@@ -236,14 +238,14 @@ pub(super) fn login(
             | RvError::FunctionFailed
             | RvError::UserPinNotInitialized),
             _,
-        )) => Err(Error::TokenUnavailable(format!(
+        )) => Err(Error::Pkcs11(Pkcs11Error::TokenUnavailable(format!(
             "token `{token}` could not be read while logging in ({}); another process may be rewriting it",
             super::errors::ckr_name(rv)
-        ))
+        )))
         .into()),
-        Err(CkError::Pkcs11(RvError::PinLocked, _)) => Err(Error::PinLocked {
+        Err(CkError::Pkcs11(RvError::PinLocked, _)) => Err(Error::Pkcs11(Pkcs11Error::PinLocked {
             token: token.to_owned(),
-        }
+        })
         .into()),
         Err(e) => Err(Fail::Ck("log in", e)),
     }

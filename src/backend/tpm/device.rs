@@ -33,7 +33,7 @@ use super::keyfile::OWNER;
 use super::rc::{self, Class};
 use super::tcti::{self, Tcti};
 use super::template;
-use crate::error::{Error, Result};
+use crate::error::{Error, Result, TpmError};
 
 /// Attempts per operation, the first included.
 const MAX_ATTEMPTS: u32 = 8;
@@ -303,14 +303,14 @@ impl Device {
                 Fail::Done(e) => return Err(e),
                 Fail::Connect(e) => {
                     if attempt >= MAX_ATTEMPTS.min(4) {
-                        return Err(Error::TpmUnreachable {
+                        return Err(Error::Tpm(TpmError::Unreachable {
                             tcti: self.tcti.canonical.clone(),
                             reason: format!(
                                 "{}; {}",
                                 rc::describe(&e),
                                 tcti::unreachable_hint(&self.tcti)
                             ),
-                        });
+                        }));
                     }
                     pause(attempt);
                     continue;
@@ -388,43 +388,43 @@ impl Device {
         );
         let detail = rc::describe(err);
         match class {
-            Class::AuthFailed if what.contains("primary") => Error::TpmAuthFailed {
+            Class::AuthFailed if what.contains("primary") => Error::Tpm(TpmError::AuthFailed {
                 key: name,
                 reason: format!(
                     "the owner hierarchy has an authorization value ({detail}); popkey creates the storage primary with an empty owner auth, so keep keys under a persistent parent instead"
                 ),
-            },
-            Class::AuthFailed => Error::TpmAuthFailed {
+            }),
+            Class::AuthFailed => Error::Tpm(TpmError::AuthFailed {
                 key: name,
                 reason: format!(
                     "the TPM rejected the key's authorization value during {what} ({detail}); give the right one with ;auth-source=FILE (a trailing newline is ignored; without auth-source popkey uses the empty value). Repeated failures lock the TPM out (dictionary-attack protection)"
                 ),
-            },
-            Class::Lockout => Error::TpmAuthFailed {
+            }),
+            Class::Lockout => Error::Tpm(TpmError::AuthFailed {
                 key: name,
                 reason: format!(
                     "the TPM is in dictionary-attack lockout after too many wrong authorization values ({detail}); wait for the lockout to expire or reset it with `tpm2_dictionarylockout -c`"
                 ),
-            },
-            Class::Integrity => Error::TpmKeyUnloadable {
+            }),
+            Class::Integrity => Error::Tpm(TpmError::KeyUnloadable {
                 key: name,
                 reason: format!(
                     "{what} failed its integrity check ({detail}): the key was made by another TPM, or under another parent, or this TPM's owner hierarchy was cleared since; the key is lost for this TPM — create a new one"
                 ),
-            },
+            }),
             Class::Memory if no_room => Error::Backend {
                 backend: "tpm",
                 message: format!(
                     "{doing}: the TPM has no free object slots ({detail}) and popkey holds nothing it can flush; other programs are holding transient objects — use a resource manager (device:/dev/tpmrm0 or tabrmd) or flush them with `tpm2_flushcontext -t`"
                 ),
             },
-            Class::Disconnected | Class::Stale => Error::TpmUnreachable {
+            Class::Disconnected | Class::Stale => Error::Tpm(TpmError::Unreachable {
                 tcti: self.tcti.canonical.clone(),
                 reason: format!(
                     "{doing} failed {MAX_ATTEMPTS} times ({what}: {detail}); {}",
                     tcti::unreachable_hint(&self.tcti)
                 ),
-            },
+            }),
             _ => Error::Backend {
                 backend: "tpm",
                 message: format!("{name}: {doing}: {what} failed: {detail}"),
@@ -558,7 +558,7 @@ impl Conn {
             Ok(h) => Ok(h.into()),
             Err(e) if rc::classify(&e) == Class::Stale => Err(Fail::Done(Error::KeyNotFound(
                 format!(
-                    "{name}: the TPM has no object at persistent handle {handle:#010x}; create one with `popkey key create --key 'tpm:handle={handle:#010x}'` or list them with `tpm2_getcap handles-persistent`"
+                    "{name}: the TPM has no object at persistent handle {handle:#010x}; create one with PopKey::create(\"tpm:handle={handle:#010x}\") or list them with `tpm2_getcap handles-persistent`"
                 ),
             ))),
             Err(e) => Err(Fail::Tss("TPM2_ReadPublic (the persistent handle)", e)),
@@ -664,12 +664,12 @@ fn null_ticket() -> tss_esapi::Result<HashcheckTicket> {
 const ESYS_GENERAL_FAILURE: u32 = 0x07_0001;
 
 fn replaced(name: &str, h: u32) -> Error {
-    Error::TpmKeyUnloadable {
+    Error::Tpm(TpmError::KeyUnloadable {
         key: name.to_string(),
         reason: format!(
             "the key at persistent handle {h:#010x} is not the key this handle opened: it was replaced (evicted and another key made persistent there) since it was opened; popkey will not sign with it — open the key again to use the new one"
         ),
-    }
+    })
 }
 
 fn occupied(handle: u32) -> Error {

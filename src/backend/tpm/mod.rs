@@ -31,7 +31,7 @@ use self::keyfile::{KeyFile, MAX_FILE_LEN, OWNER};
 use self::template::{left_pad, KeyInfo};
 use super::{Backend, BackendKind, KeyLocation};
 use crate::alg::Algorithm;
-use crate::error::{Error, Result};
+use crate::error::{Error, Result, TpmError};
 use crate::jwk::PublicJwk;
 use crate::text::redact;
 use crate::uri::{TpmKeyRef, TpmUri};
@@ -369,18 +369,20 @@ fn read_auth(path: Option<&Path>) -> Result<Option<Auth>> {
         return Ok(None);
     }
     if len > MAX_AUTH_LEN {
-        return Err(Error::TpmAuthFailed {
+        return Err(Error::Tpm(TpmError::AuthFailed {
             key: path.display().to_string(),
             reason: format!(
                 "the auth value in the auth-source file is {len} bytes; a TPM key's auth value is at most {MAX_AUTH_LEN} bytes"
             ),
-        });
+        }));
     }
     Auth::try_from(bytes[..len].to_vec())
         .map(Some)
-        .map_err(|e| Error::TpmAuthFailed {
-            key: path.display().to_string(),
-            reason: format!("unusable auth value: {e}"),
+        .map_err(|e| {
+            Error::Tpm(TpmError::AuthFailed {
+                key: path.display().to_string(),
+                reason: format!("unusable auth value: {e}"),
+            })
         })
 }
 
@@ -388,7 +390,7 @@ fn read_key_file(path: &Path) -> Result<KeyFile> {
     let meta = fs::metadata(path).map_err(|e| {
         if e.kind() == std::io::ErrorKind::NotFound {
             Error::KeyNotFound(format!(
-                "{} does not exist; create it with `popkey key create --key 'tpm:path={}'`",
+                "{} does not exist; create it with PopKey::create(\"tpm:path={}\")",
                 path.display(),
                 path.display()
             ))

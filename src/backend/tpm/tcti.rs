@@ -11,7 +11,7 @@ use std::str::FromStr;
 
 use tss_esapi::tcti_ldr::TctiNameConf;
 
-use crate::error::{Error, Result};
+use crate::error::{Error, Result, TpmError};
 use crate::text::clip;
 
 /// The TCTI used when neither the URI nor the environment names one.
@@ -42,10 +42,12 @@ fn resolve_with(explicit: Option<&str>, env: impl Fn(&str) -> Option<String>) ->
     for var in ["TPM2TOOLS_TCTI", "TCTI"] {
         if let Some(value) = env(var).filter(|v| !v.trim().is_empty()) {
             return parse(value.trim()).map_err(|e| match e {
-                Error::InvalidTcti { tcti, reason } => Error::InvalidTcti {
-                    tcti,
-                    reason: format!("{reason} (from the {var} environment variable)"),
-                },
+                Error::Tpm(TpmError::InvalidTcti { tcti, reason }) => {
+                    Error::Tpm(TpmError::InvalidTcti {
+                        tcti,
+                        reason: format!("{reason} (from the {var} environment variable)"),
+                    })
+                }
                 other => other,
             });
         }
@@ -55,9 +57,11 @@ fn resolve_with(explicit: Option<&str>, env: impl Fn(&str) -> Option<String>) ->
 
 /// Parses `name[:config]` for the TCTIs popkey knows.
 pub(crate) fn parse(text: &str) -> Result<Tcti> {
-    let bad = |reason: String| Error::InvalidTcti {
-        tcti: clip(text, 80),
-        reason,
+    let bad = |reason: String| {
+        Error::Tpm(TpmError::InvalidTcti {
+            tcti: clip(text, 80),
+            reason,
+        })
     };
     let (name, conf) = text.split_once(':').unwrap_or((text, ""));
     let (kind, canonical) = match name {
@@ -257,7 +261,7 @@ mod tests {
             "tabrmd:foo=bar",
         ] {
             assert!(
-                matches!(parse(bad), Err(Error::InvalidTcti { .. })),
+                matches!(parse(bad), Err(Error::Tpm(TpmError::InvalidTcti { .. }))),
                 "{bad}"
             );
         }

@@ -146,7 +146,7 @@ pub(crate) fn call(args: &CallArgs) -> Result<Option<String>, String> {
                 .collect();
             let resp = client.send(method, &args.url, &h, body).await?;
             let status = resp.status();
-            let bytes = resp.bytes().await.map_err(|e| popkey::Error::Http {
+            let bytes = resp.bytes().await.map_err(|e| popkey::ClientError::Http {
                 url: args.url.clone(),
                 message: format!("reading the body failed: {e}"),
             })?;

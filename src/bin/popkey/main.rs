@@ -198,7 +198,7 @@ fn main() -> ExitCode {
 }
 
 fn run(command: Command) -> Result<String, String> {
-    let s = |e: popkey::Error| e.to_string();
+    let s = |e: popkey::Error| cli_message(&e);
     match command {
         Command::Key(KeyCommand::Create { key, alg, force }) => {
             let mut opts = CreateOptions::new().overwrite(force);
@@ -260,6 +260,18 @@ fn run(command: Command) -> Result<String, String> {
         #[cfg(feature = "client")]
         Command::Call(a) => client::call(&a).map(|_| String::new()),
     }
+}
+
+/// The library's message, plus the flag of this command line that
+/// addresses it (the library names its API options, not our flags).
+fn cli_message(e: &popkey::Error) -> String {
+    let hint = match e.kind() {
+        popkey::ErrorKind::KeyExists => "; pass --force to replace it",
+        popkey::ErrorKind::ExportableKey => "; pass --allow-exportable to accept it",
+        popkey::ErrorKind::KeyNotFound => "; create a key with `popkey key create --key URI`",
+        _ => "",
+    };
+    format!("{e}{hint}")
 }
 
 /// `{"uri","backend","alg","jwk","kid","non_exportable"}`
