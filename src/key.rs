@@ -17,13 +17,13 @@ use crate::uri::KeyUri;
 #[derive(Clone, Debug, Default)]
 #[non_exhaustive]
 pub struct OpenOptions {
-    /// Accept a hardware key whose device says it is exportable. Off by
+    /// Accept a device key (PKCS#11, TPM) whose device says it is exportable. Off by
     /// default: a PoP key that can be copied protects nothing.
     pub allow_exportable: bool,
 }
 
 impl OpenOptions {
-    /// Default options: exportable hardware keys are refused.
+    /// Default options: exportable device keys are refused.
     pub fn new() -> Self {
         Self::default()
     }
@@ -159,7 +159,9 @@ impl PopKey {
                 jwk.kty()
             )));
         }
-        if location.hardware && !location.non_exportable && !opts.allow_exportable {
+        // Any key in a device (hardware or a software token such as
+        // SoftHSM) must say it cannot leave it, unless the caller allows it.
+        if location.device.is_some() && !location.non_exportable && !opts.allow_exportable {
             return Err(Error::ExportableKey { uri });
         }
         let key = PopKey(Arc::new(Inner {
@@ -305,6 +307,7 @@ impl Backend for CustomProvider {
             backend: BackendKind::Custom,
             hardware: false,
             non_exportable: false,
+            device: None,
         }
     }
     fn sign(&self, signing_input: &[u8]) -> Result<Vec<u8>> {

@@ -63,7 +63,7 @@ mod uri;
 pub mod verify;
 
 pub use alg::Algorithm;
-pub use backend::{BackendKind, KeyLocation};
+pub use backend::{BackendKind, DeviceInfo, DeviceKind, KeyLocation};
 #[cfg(feature = "client")]
 pub use error::ClientError;
 #[cfg(feature = "pkcs11")]

@@ -49,8 +49,19 @@ fn key_create_and_show_print_the_description() {
             .collect();
         assert_eq!(
             keys,
-            ["alg", "backend", "jwk", "kid", "non_exportable", "uri"]
+            [
+                "alg",
+                "backend",
+                "device",
+                "hardware",
+                "jwk",
+                "kid",
+                "non_exportable",
+                "uri"
+            ]
         );
+        assert_eq!(created["device"], Value::Null);
+        assert_eq!(created["hardware"], false);
         assert_eq!(created["alg"], alg);
         assert_eq!(created["backend"], "file");
         assert_eq!(created["non_exportable"], false);

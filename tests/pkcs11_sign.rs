@@ -53,7 +53,8 @@ fn create_show_sign(alg: Algorithm) {
     let key = PopKey::create(&uri, &CreateOptions::new().alg(alg)).unwrap();
     assert_eq!(key.algorithm(), alg);
     assert_eq!(key.location().backend, popkey::BackendKind::Pkcs11);
-    assert!(key.location().hardware);
+    // SoftHSM: a software token (softhsm_is_reported_as_a_software_device).
+    assert!(!key.location().hardware);
     assert!(key.location().non_exportable);
     assert!(!key.uri().contains(softhsm::USER_PIN));
     sign_both(&key);
@@ -239,7 +240,12 @@ fn exportable_key_refused_unless_allowed() {
     sign_both(&key);
     let shown = t.popkey(&["key", "show", "--key", &uri]);
     assert!(!shown.status.success());
-    assert!(String::from_utf8_lossy(&shown.stderr).contains("exportable"));
+    let stderr = String::from_utf8_lossy(&shown.stderr);
+    // The library names OpenOptions::allow_exportable; the CLI adds its flag.
+    assert!(
+        stderr.contains("allow_exportable") && stderr.contains("--allow-exportable"),
+        "{stderr}"
+    );
     let shown = t.popkey(&["key", "show", "--allow-exportable", "--key", &uri]);
     assert!(shown.status.success());
     let v: Value = serde_json::from_slice(&shown.stdout).unwrap();
@@ -434,4 +440,93 @@ fn bad_input_is_typed() {
         Err(Error::Pkcs11(Pkcs11Error::WrongPin { .. }))
     ));
     assert_eq!(t.objects(), before);
+}
+
+/// `pkcs11-tool` (OpenSC, not popkey) on this test's SoftHSM, not logged in.
+fn pkcs11_tool_info(t: &pkcs11_support::Token, arg: &str) -> String {
+    let out = pkcs11_support::run(
+        std::process::Command::new("pkcs11-tool")
+            .env("SOFTHSM2_CONF", &t.hsm.conf)
+            .arg("--module")
+            .arg(&t.hsm.module)
+            .arg(arg),
+        "pkcs11-tool",
+        "opensc",
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// The value of `name : value` in the `pkcs11-tool -L` block of the token
+/// labelled `label`.
+fn slot_field(listing: &str, label: &str, name: &str) -> String {
+    let block = listing
+        .split("\nSlot ")
+        .find(|b| {
+            b.lines()
+                .any(|l| l.trim_start().starts_with("token label") && l.trim_end().ends_with(label))
+        })
+        .unwrap_or_else(|| panic!("no slot with token {label} in:\n{listing}"));
+    block
+        .lines()
+        .find_map(|l| {
+            let (k, v) = l.split_once(':')?;
+            (k.trim() == name).then(|| v.trim().to_owned())
+        })
+        .unwrap_or_else(|| panic!("no `{name}` in:\n{block}"))
+}
+
+/// SoftHSM is a software token: `hardware` is false, and the device
+/// description is what the token and the module report, compared with
+/// OpenSC's `pkcs11-tool -L` / `-I`. `key show` prints the same object.
+#[test]
+fn softhsm_is_reported_as_a_software_device() {
+    let _serial = pkcs11_support::serial();
+    let t = token();
+    let uri = t.uri("device");
+    let key = PopKey::create(&uri, &CreateOptions::new()).unwrap();
+    let loc = key.location();
+    assert!(!loc.hardware, "SoftHSM is not hardware");
+    assert!(loc.non_exportable);
+    let device = loc
+        .device
+        .as_ref()
+        .expect("a PKCS#11 key reports its device");
+    assert_eq!(device.kind, popkey::DeviceKind::Software);
+    assert_eq!(device.known_as.as_deref(), Some("SoftHSM"));
+    assert_eq!(device.hardware_slot, Some(false));
+
+    let listing = pkcs11_tool_info(&t, "-L");
+    for (field, name) in [
+        (&device.manufacturer, "token manufacturer"),
+        (&device.model, "token model"),
+        (&device.serial, "serial num"),
+        (&device.firmware, "firmware version"),
+    ] {
+        assert_eq!(
+            field.as_deref(),
+            Some(slot_field(&listing, &t.label, name).as_str()),
+            "{name}"
+        );
+    }
+    assert_eq!(device.manufacturer.as_deref(), Some("SoftHSM project"));
+    // "Library          Implementation of PKCS11 (ver 2.6)"
+    let info = pkcs11_tool_info(&t, "-I");
+    let library = info
+        .lines()
+        .find_map(|l| l.strip_prefix("Library"))
+        .expect("pkcs11-tool -I names the library")
+        .trim();
+    let (description, version) = library.rsplit_once(" (ver ").unwrap();
+    assert_eq!(
+        device.description.as_deref(),
+        Some(format!("{description} {}", version.trim_end_matches(')')).as_str())
+    );
+
+    let shown = show(&t, key.uri());
+    assert_eq!(shown["hardware"], false);
+    assert_eq!(shown["device"]["kind"], "software");
+    assert_eq!(shown["device"]["known_as"], "SoftHSM");
+    assert_eq!(shown["device"]["manufacturer"], "SoftHSM project");
+    assert_eq!(shown["device"]["serial"], device.serial.as_deref().unwrap());
+    assert_eq!(shown["device"]["hardware_slot"], false);
 }

@@ -11,6 +11,9 @@ use crate::error::Result;
 use crate::jwk::PublicJwk;
 use crate::uri::KeyUri;
 
+pub use self::device::{DeviceInfo, DeviceKind};
+
+pub(crate) mod device;
 #[cfg(feature = "pkcs11")]
 pub(crate) mod pkcs11;
 pub(crate) mod software;
@@ -69,10 +72,15 @@ impl serde::Serialize for BackendKind {
 pub struct KeyLocation {
     /// The backend that holds the key.
     pub backend: BackendKind,
-    /// True when the key is held by a hardware device (HSM, TPM).
+    /// True when the key is held by a hardware device (HSM, TPM): its
+    /// [`device`](KeyLocation::device) is [`DeviceKind::Hardware`].
+    /// SoftHSM and swtpm are software devices, so `false` for them.
     pub hardware: bool,
     /// True only when the device itself says the private key cannot leave it.
     pub non_exportable: bool,
+    /// What the device (PKCS#11 token, TPM) says about itself; `None` for
+    /// software keys and custom providers.
+    pub device: Option<DeviceInfo>,
 }
 
 impl KeyLocation {
@@ -87,6 +95,17 @@ impl KeyLocation {
             },
             hardware: false,
             non_exportable: false,
+            device: None,
+        }
+    }
+
+    /// A key in a device (PKCS#11 token, TPM): hardware when the device is.
+    pub(crate) fn device(backend: BackendKind, non_exportable: bool, device: DeviceInfo) -> Self {
+        KeyLocation {
+            backend,
+            hardware: device.is_hardware(),
+            non_exportable,
+            device: Some(device),
         }
     }
 }

@@ -20,7 +20,8 @@ fn exercise(key: &PopKey, alg: Algorithm) {
     assert_eq!(key.algorithm(), alg);
     let loc = key.location();
     assert_eq!(loc.backend, popkey::BackendKind::Tpm);
-    assert!(loc.hardware);
+    // swtpm: a software TPM (swtpm_is_reported_as_a_software_device).
+    assert!(!loc.hardware);
     assert!(
         loc.non_exportable,
         "fixedTPM|fixedParent keys are non-exportable"
@@ -175,6 +176,8 @@ fn cli_create_show_shr() {
     let shown: Value = serde_json::from_str(&run(&["key", "show", "--key", &uri])).unwrap();
     assert_eq!(created["jwk"], shown["jwk"]);
     assert_eq!(shown["backend"], "tpm");
+    assert_eq!(shown["hardware"], false);
+    assert_eq!(shown["device"]["kind"], "software");
     assert_eq!(shown["non_exportable"], true);
     assert_eq!(shown["alg"], "ES256");
     let shr = run(&[
@@ -191,4 +194,87 @@ fn cli_create_show_shr() {
     let (h, p) = common::verify_shr(shr.trim());
     assert_eq!(h["kid"], shown["kid"]);
     assert_eq!(p["cnf"]["jwk"], shown["jwk"]);
+}
+
+/// The `raw:` and `value:` lines `tpm2_getcap properties-fixed` prints
+/// under `name:`.
+fn getcap(listing: &str, name: &str) -> (u32, Option<String>) {
+    let mut lines = listing
+        .lines()
+        .skip_while(|l| l.trim_end() != format!("{name}:"));
+    assert!(lines.next().is_some(), "no {name} in:\n{listing}");
+    let mut raw = None;
+    let mut value = None;
+    for l in lines.take_while(|l| l.starts_with(' ')) {
+        let l = l.trim();
+        if let Some(r) = l.strip_prefix("raw: ") {
+            raw = Some(match r.strip_prefix("0x") {
+                Some(hex) => u32::from_str_radix(hex, 16).unwrap(),
+                None => r.parse().unwrap(),
+            });
+        } else if let Some(v) = l.strip_prefix("value: ") {
+            value = Some(v.trim_matches('"').to_owned());
+        }
+    }
+    (
+        raw.unwrap_or_else(|| panic!("no raw value for {name}")),
+        value,
+    )
+}
+
+/// swtpm is a software TPM: `hardware` is false, and the device description
+/// is what the TPM reports, compared with tpm2-tools' `tpm2_getcap
+/// properties-fixed`.
+#[test]
+fn swtpm_is_reported_as_a_software_device() {
+    let tpm = Swtpm::start();
+    let path = tpm.file("device.pem");
+    let key = PopKey::create(
+        &tpm.uri(&format!("path={}", path.display())),
+        &CreateOptions::new(),
+    )
+    .unwrap();
+    let loc = key.location();
+    assert!(!loc.hardware);
+    let device = loc.device.as_ref().expect("a TPM key reports its device");
+    assert_eq!(device.kind, popkey::DeviceKind::Software);
+    assert!(device.known_as.is_some());
+
+    let listing = stdout(&tpm.tool("tpm2-tools", "tpm2_getcap", &["properties-fixed"]));
+    let value = |name: &str| getcap(&listing, name).1.unwrap_or_default();
+    assert_eq!(
+        device.manufacturer.as_deref(),
+        Some(value("TPM2_PT_MANUFACTURER").as_str())
+    );
+    let vendor: Vec<String> = (1..=4)
+        .map(|i| value(&format!("TPM2_PT_VENDOR_STRING_{i}")))
+        .filter(|v| !v.trim().is_empty())
+        .map(|v| v.trim().to_owned())
+        .collect();
+    assert!(
+        vendor.iter().any(|v| v == "SW") && vendor.iter().any(|v| v == "TPM"),
+        "swtpm's vendor strings: {vendor:?}"
+    );
+    assert_eq!(device.model.as_deref(), Some(vendor.join(" ").as_str()));
+    let (fw1, _) = getcap(&listing, "TPM2_PT_FIRMWARE_VERSION_1");
+    let (fw2, _) = getcap(&listing, "TPM2_PT_FIRMWARE_VERSION_2");
+    assert_eq!(
+        device.firmware.as_deref(),
+        Some(
+            format!(
+                "{}.{}.{}.{}",
+                fw1 >> 16,
+                fw1 & 0xffff,
+                fw2 >> 16,
+                fw2 & 0xffff
+            )
+            .as_str()
+        )
+    );
+    let family = value("TPM2_PT_FAMILY_INDICATOR");
+    let revision = value("TPM2_PT_REVISION");
+    assert_eq!(
+        device.description.as_deref(),
+        Some(format!("TPM {family}, revision {revision}").as_str())
+    );
 }

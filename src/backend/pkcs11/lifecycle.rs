@@ -290,7 +290,7 @@ impl Pkcs11Key {
         pin: Pin,
         want: Option<Algorithm>,
     ) -> Result<Self> {
-        let (epoch, found, session, info) = {
+        let (epoch, found, session, info, device) = {
             let live = module.live()?;
             let found = token.find(live.ctx()).map_err(Fail::into_error)?;
             let session = live
@@ -303,7 +303,8 @@ impl Pkcs11Key {
                 object::find_private(&session, &key, &found.label).map_err(Fail::into_error)?;
             let info =
                 object::read_key(&session, handle, &found.label).map_err(Fail::into_error)?;
-            (live.epoch(), found, session, info)
+            let device = token::device_info(live.ctx(), found.slot);
+            (live.epoch(), found, session, info, device)
         };
         let name = format!("pkcs11 key {} on token `{}`", key.describe(), found.label);
         let alg = pick_alg(info.kind, want, &info.allowed, &name)?;
@@ -324,6 +325,7 @@ impl Pkcs11Key {
             alg,
             jwk: info.jwk,
             non_exportable: info.non_exportable,
+            device,
             state: Mutex::new(State {
                 epoch,
                 slot: Some(found),

@@ -30,7 +30,7 @@ use self::object::KeySelector;
 use self::pin::Pin;
 use self::pool::{Next, State};
 use self::token::TokenSelector;
-use super::{Backend, BackendKind, KeyLocation};
+use super::{Backend, BackendKind, DeviceInfo, KeyLocation};
 use crate::alg::Algorithm;
 use crate::error::{Error, Pkcs11Error, Result};
 use crate::jwk::PublicJwk;
@@ -47,6 +47,8 @@ pub(crate) struct Pkcs11Key {
     alg: Algorithm,
     jwk: PublicJwk,
     non_exportable: bool,
+    /// What the module, slot and token said when the key was opened.
+    device: DeviceInfo,
     state: Mutex<State>,
 }
 
@@ -60,11 +62,11 @@ impl Backend for Pkcs11Key {
     }
 
     fn location(&self) -> KeyLocation {
-        KeyLocation {
-            backend: BackendKind::Pkcs11,
-            hardware: true,
-            non_exportable: self.non_exportable,
-        }
+        KeyLocation::device(
+            BackendKind::Pkcs11,
+            self.non_exportable,
+            self.device.clone(),
+        )
     }
 
     fn sign(&self, signing_input: &[u8]) -> Result<Vec<u8>> {

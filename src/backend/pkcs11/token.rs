@@ -7,6 +7,8 @@ use cryptoki::slot::Slot;
 
 use super::errors::{Ctx, Fail};
 use super::pin::{Pin, RejectedPins};
+use crate::backend::device::text;
+use crate::backend::{DeviceInfo, DeviceKind};
 use crate::error::{Error, Pkcs11Error};
 use crate::uri::Pkcs11Uri;
 
@@ -248,5 +250,63 @@ pub(super) fn login(
         })
         .into()),
         Err(e) => Err(Fail::Ck("log in", e)),
+    }
+}
+
+/// The manufacturer SoftHSM tokens report.
+const SOFTHSM_MANUFACTURER: &str = "SoftHSM project";
+
+/// What the module, the slot and the token say about themselves. A
+/// question the module does not answer leaves its fields empty; it never
+/// fails the open.
+pub(super) fn device_info(ctx: &Pkcs11, slot: Slot) -> DeviceInfo {
+    let mut info = DeviceInfo::unknown();
+    if let Ok(lib) = ctx.get_library_info() {
+        info.description = text(lib.library_description()).map(|d| {
+            let v = lib.library_version();
+            format!("{d} {}.{}", v.major(), v.minor())
+        });
+    }
+    if let Ok(t) = token_info(ctx, slot) {
+        info.manufacturer = text(t.manufacturer_id());
+        info.model = text(t.model());
+        info.serial = text(t.serial_number());
+        let v = t.firmware_version();
+        info.firmware = Some(format!("{}.{}", v.major(), v.minor()));
+    }
+    info.hardware_slot = ctx.get_slot_info(slot).ok().map(|s| s.hardware_slot());
+    (info.kind, info.known_as) = classify(info.manufacturer.as_deref(), info.hardware_slot);
+    info
+}
+
+/// Hardware only when the slot says so and the token is not a known
+/// software token.
+fn classify(
+    manufacturer: Option<&str>,
+    hardware_slot: Option<bool>,
+) -> (DeviceKind, Option<String>) {
+    if manufacturer == Some(SOFTHSM_MANUFACTURER) {
+        return (DeviceKind::Software, Some("SoftHSM".into()));
+    }
+    match hardware_slot {
+        Some(true) => (DeviceKind::Hardware, None),
+        Some(false) => (DeviceKind::Software, None),
+        None => (DeviceKind::Unknown, None),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn softhsm_is_software_whatever_its_slot_says() {
+        assert_eq!(
+            classify(Some("SoftHSM project"), Some(true)).0,
+            DeviceKind::Software
+        );
+        assert_eq!(classify(Some("ACME"), Some(true)).0, DeviceKind::Hardware);
+        assert_eq!(classify(Some("ACME"), Some(false)).0, DeviceKind::Software);
+        assert_eq!(classify(None, None).0, DeviceKind::Unknown);
     }
 }

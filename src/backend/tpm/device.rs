@@ -18,7 +18,7 @@ use std::sync::{Arc, Mutex, MutexGuard, OnceLock, PoisonError, Weak};
 use std::time::Duration;
 
 use tss_esapi::constants::tss::{TPM2_RH_NULL, TPM2_ST_HASHCHECK};
-use tss_esapi::constants::{CapabilityType, StartupType};
+use tss_esapi::constants::{CapabilityType, PropertyTag, StartupType};
 use tss_esapi::handles::{KeyHandle, ObjectHandle, PersistentTpmHandle, TpmHandle};
 use tss_esapi::interface_types::dynamic_handles::Persistent;
 use tss_esapi::interface_types::resource_handles::{Hierarchy, Provision};
@@ -33,7 +33,13 @@ use super::keyfile::OWNER;
 use super::rc::{self, Class};
 use super::tcti::{self, Tcti};
 use super::template;
+use crate::backend::device::text;
+use crate::backend::{DeviceInfo, DeviceKind};
 use crate::error::{Error, Result, TpmError};
+
+/// Fixed properties asked for from `TPM_PT_FAMILY_INDICATOR` on: enough to
+/// reach `TPM_PT_FIRMWARE_VERSION_2`.
+const FIXED_PROPERTIES_ASKED: u32 = 16;
 
 /// Attempts per operation, the first included.
 const MAX_ATTEMPTS: u32 = 8;
@@ -99,6 +105,8 @@ struct Conn {
     primary: Option<KeyHandle>,
     keys: Vec<Loaded>,
     tick: u64,
+    /// What the TPM says about itself, read once per connection.
+    info: Option<DeviceInfo>,
 }
 
 /// One TPM, reached through one TCTI.
@@ -140,6 +148,15 @@ impl Device {
     /// A fresh key id on this device.
     pub(crate) fn next_key_id(&self) -> u64 {
         self.next_id.fetch_add(1, Ordering::Relaxed)
+    }
+
+    /// What the TPM says about itself (its fixed properties), read once per
+    /// connection. A TPM that does not answer is [`DeviceKind::Unknown`].
+    pub(crate) fn info(&self) -> DeviceInfo {
+        self.run(None, "read the TPM's fixed properties", |conn, _| {
+            conn.info()
+        })
+        .unwrap_or_else(|_| DeviceInfo::unknown())
     }
 
     /// Signs a SHA-256 digest with a key, loading it first if needed.
@@ -361,6 +378,7 @@ impl Device {
                 primary: None,
                 keys: Vec::new(),
                 tick: 0,
+                info: None,
             });
         }
         let conn = guard
@@ -434,6 +452,46 @@ impl Device {
 }
 
 impl Conn {
+    /// The TPM's manufacturer, vendor strings, firmware version and
+    /// revision (`TPM2_GetCapability`, fixed properties), once per connection.
+    fn info(&mut self) -> Attempt<DeviceInfo> {
+        if let Some(info) = &self.info {
+            return Ok(info.clone());
+        }
+        let (data, _) = self
+            .ctx
+            .execute_without_session(|c| {
+                c.get_capability(
+                    CapabilityType::TpmProperties,
+                    PropertyTag::FamilyIndicator.into(),
+                    FIXED_PROPERTIES_ASKED,
+                )
+            })
+            .map_err(tss("TPM2_GetCapability (fixed properties)"))?;
+        let props = match data {
+            CapabilityData::TpmProperties(list) => list,
+            _ => return Ok(DeviceInfo::unknown()),
+        };
+        let get = |tag: PropertyTag| props.find(tag).map(|p| p.value());
+        let info = describe_tpm(&FixedProperties {
+            family: get(PropertyTag::FamilyIndicator),
+            revision: get(PropertyTag::Revision),
+            manufacturer: get(PropertyTag::Manufacturer),
+            vendor: [
+                get(PropertyTag::VendorString1),
+                get(PropertyTag::VendorString2),
+                get(PropertyTag::VendorString3),
+                get(PropertyTag::VendorString4),
+            ],
+            firmware: [
+                get(PropertyTag::FirmwareVersion1),
+                get(PropertyTag::FirmwareVersion2),
+            ],
+        });
+        self.info = Some(info.clone());
+        Ok(info)
+    }
+
     /// The owner storage primary, created on first use in this connection.
     fn primary(&mut self) -> Attempt<KeyHandle> {
         if let Some(p) = self.primary {
@@ -689,4 +747,109 @@ fn internal(msg: &str) -> Error {
 fn pause(attempt: u32) {
     let ms = (5u64 << attempt.min(7)).min(400);
     std::thread::sleep(Duration::from_millis(ms));
+}
+
+/// The fixed properties popkey reports (`None`: the TPM did not list it).
+struct FixedProperties {
+    family: Option<u32>,
+    revision: Option<u32>,
+    manufacturer: Option<u32>,
+    vendor: [Option<u32>; 4],
+    firmware: [Option<u32>; 2],
+}
+
+/// The ASCII of a 4-byte property (big-endian), NULs dropped.
+fn ascii(v: u32) -> String {
+    v.to_be_bytes()
+        .iter()
+        .filter(|b| **b != 0)
+        .map(|&b| {
+            if b.is_ascii_graphic() || b == b' ' {
+                b as char
+            } else {
+                '?'
+            }
+        })
+        .collect()
+}
+
+/// The device description of a TPM. The reference implementation (the IBM
+/// / Microsoft TPM simulator, and libtpms under swtpm) reports the vendor
+/// string `"SW  " " TPM"`: a software TPM.
+fn describe_tpm(p: &FixedProperties) -> DeviceInfo {
+    let mut info = DeviceInfo::unknown();
+    info.manufacturer = p.manufacturer.and_then(|m| text(&ascii(m)));
+    let vendor: String = p.vendor.iter().flatten().map(|&v| ascii(v)).collect();
+    info.model = text(&vendor.split_whitespace().collect::<Vec<_>>().join(" "));
+    info.firmware = match p.firmware {
+        [Some(a), Some(b)] => Some(format!(
+            "{}.{}.{}.{}",
+            a >> 16,
+            a & 0xffff,
+            b >> 16,
+            b & 0xffff
+        )),
+        [Some(a), None] => Some(format!("{}.{}", a >> 16, a & 0xffff)),
+        _ => None,
+    };
+    let family = p.family.and_then(|f| text(&ascii(f)));
+    info.description = match (family, p.revision) {
+        (Some(f), Some(r)) => Some(format!("TPM {f}, revision {}.{:02}", r / 100, r % 100)),
+        (Some(f), None) => Some(format!("TPM {f}")),
+        (None, _) => None,
+    };
+    let squashed: String = vendor
+        .chars()
+        .filter(|c| !c.is_whitespace())
+        .collect::<String>()
+        .to_ascii_uppercase();
+    if squashed.contains("SWTPM") || (squashed.contains("SW") && squashed.contains("TPM")) {
+        info.kind = DeviceKind::Software;
+        info.known_as = Some("swtpm / IBM TPM simulator".into());
+    } else if p.manufacturer.is_some() {
+        info.kind = DeviceKind::Hardware;
+    }
+    info
+}
+
+#[cfg(test)]
+mod device_info_tests {
+    use super::*;
+
+    #[test]
+    fn the_reference_simulator_is_software() {
+        // What swtpm 0.x (libtpms) answers, as tpm2_getcap prints it raw.
+        let info = describe_tpm(&FixedProperties {
+            family: Some(0x322E_3000),
+            revision: Some(0xA4),
+            manufacturer: Some(0x4942_4D00),
+            vendor: [Some(0x5357_2020), Some(0x2054_504D), Some(0), Some(0)],
+            firmware: [Some(0x2019_1023), Some(0x0016_3636)],
+        });
+        assert_eq!(info.kind, DeviceKind::Software);
+        assert_eq!(info.manufacturer.as_deref(), Some("IBM"));
+        assert_eq!(info.model.as_deref(), Some("SW TPM"));
+        assert_eq!(info.firmware.as_deref(), Some("8217.4131.22.13878"));
+        assert_eq!(info.description.as_deref(), Some("TPM 2.0, revision 1.64"));
+    }
+
+    #[test]
+    fn other_vendors_are_hardware() {
+        let info = describe_tpm(&FixedProperties {
+            family: Some(0x322E_3000),
+            revision: Some(0x8A),
+            manufacturer: Some(u32::from_be_bytes(*b"IFX\0")),
+            vendor: [
+                Some(u32::from_be_bytes(*b"SLB9")),
+                Some(u32::from_be_bytes(*b"670\0")),
+                None,
+                None,
+            ],
+            firmware: [Some(0x0007_0055), Some(0x0011_3800)],
+        });
+        assert_eq!(info.kind, DeviceKind::Hardware);
+        assert_eq!(info.manufacturer.as_deref(), Some("IFX"));
+        assert_eq!(info.model.as_deref(), Some("SLB9670"));
+        assert_eq!(info.firmware.as_deref(), Some("7.85.17.14336"));
+    }
 }

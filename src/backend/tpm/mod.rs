@@ -258,11 +258,11 @@ impl Backend for TpmKey {
     }
 
     fn location(&self) -> KeyLocation {
-        KeyLocation {
-            backend: BackendKind::Tpm,
-            hardware: true,
-            non_exportable: self.info.non_exportable,
-        }
+        KeyLocation::device(
+            BackendKind::Tpm,
+            self.info.non_exportable,
+            self.device.device.info(),
+        )
     }
 
     /// Hashes in software, then one TPM2_Sign with a NULL hashcheck ticket.

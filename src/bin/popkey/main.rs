@@ -72,7 +72,7 @@ pub(crate) struct KeyArg {
     /// Key URI: mem:, file:/path.pem, pkcs11:…, tpm:…
     #[arg(long, env = "POPKEY_KEY", hide_env_values = true)]
     key: String,
-    /// Accept a hardware key whose device says it is exportable.
+    /// Accept a PKCS#11 or TPM key whose device says it is exportable.
     #[arg(long)]
     allow_exportable: bool,
 }
@@ -274,7 +274,9 @@ fn cli_message(e: &popkey::Error) -> String {
     format!("{e}{hint}")
 }
 
-/// `{"uri","backend","alg","jwk","kid","non_exportable"}`
+/// `{"uri","backend","alg","jwk","kid","hardware","non_exportable","device"}`;
+/// `device` is what the PKCS#11 token or TPM says about itself, `null` for
+/// software keys.
 fn describe(key: &PopKey) -> String {
     let jwk: serde_json::Value =
         serde_json::from_str(key.canonical_public_key_jwk()).unwrap_or_default();
@@ -284,7 +286,9 @@ fn describe(key: &PopKey) -> String {
         "alg": key.algorithm().as_str(),
         "jwk": jwk,
         "kid": key.kid(),
+        "hardware": key.location().hardware,
         "non_exportable": key.location().non_exportable,
+        "device": key.location().device,
     })
     .to_string()
 }
