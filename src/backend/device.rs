@@ -77,6 +77,7 @@ pub struct DeviceInfo {
 
 impl DeviceInfo {
     /// A device that could not be asked.
+    #[cfg(any(feature = "pkcs11", feature = "tpm"))]
     pub(crate) fn unknown() -> Self {
         DeviceInfo {
             kind: DeviceKind::Unknown,
@@ -97,6 +98,7 @@ impl DeviceInfo {
 }
 
 /// `Some(trimmed)` unless empty.
+#[cfg(any(feature = "pkcs11", feature = "tpm"))]
 pub(crate) fn text(s: &str) -> Option<String> {
     let t = s.trim_matches(|c: char| c == '\0' || c.is_whitespace());
     (!t.is_empty()).then(|| t.to_owned())

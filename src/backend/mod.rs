@@ -100,6 +100,7 @@ impl KeyLocation {
     }
 
     /// A key in a device (PKCS#11 token, TPM): hardware when the device is.
+    #[cfg(any(feature = "pkcs11", feature = "tpm"))]
     pub(crate) fn device(backend: BackendKind, non_exportable: bool, device: DeviceInfo) -> Self {
         KeyLocation {
             backend,
