@@ -73,7 +73,7 @@ pub struct KeyLocation {
     /// The backend that holds the key.
     pub backend: BackendKind,
     /// True when the key is held by a hardware device (HSM, TPM): its
-    /// [`device`](KeyLocation::device) is [`DeviceKind::Hardware`].
+    /// `device` is [`DeviceKind::Hardware`].
     /// SoftHSM and swtpm are software devices, so `false` for them.
     pub hardware: bool,
     /// True only when the device itself says the private key cannot leave it.
@@ -101,7 +101,11 @@ impl KeyLocation {
 
     /// A key in a device (PKCS#11 token, TPM): hardware when the device is.
     #[cfg(any(feature = "pkcs11", feature = "tpm"))]
-    pub(crate) fn device(backend: BackendKind, non_exportable: bool, device: DeviceInfo) -> Self {
+    pub(crate) fn in_device(
+        backend: BackendKind,
+        non_exportable: bool,
+        device: DeviceInfo,
+    ) -> Self {
         KeyLocation {
             backend,
             hardware: device.is_hardware(),

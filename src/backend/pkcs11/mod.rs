@@ -62,7 +62,7 @@ impl Backend for Pkcs11Key {
     }
 
     fn location(&self) -> KeyLocation {
-        KeyLocation::device(
+        KeyLocation::in_device(
             BackendKind::Pkcs11,
             self.non_exportable,
             self.device.clone(),

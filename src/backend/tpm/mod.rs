@@ -258,7 +258,7 @@ impl Backend for TpmKey {
     }
 
     fn location(&self) -> KeyLocation {
-        KeyLocation::device(
+        KeyLocation::in_device(
             BackendKind::Tpm,
             self.info.non_exportable,
             self.device.device.info(),
