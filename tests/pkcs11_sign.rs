@@ -443,8 +443,8 @@ fn bad_input_is_typed() {
 }
 
 /// `pkcs11-tool` (OpenSC, not popkey) on this test's SoftHSM, not logged in.
-fn pkcs11_tool_info(t: &pkcs11_support::Token, arg: &str) -> String {
-    let out = pkcs11_support::run(
+fn pkcs11_tool_info(t: &softhsm::Token, arg: &str) -> String {
+    let out = softhsm::run(
         std::process::Command::new("pkcs11-tool")
             .env("SOFTHSM2_CONF", &t.hsm.conf)
             .arg("--module")
@@ -480,7 +480,7 @@ fn slot_field(listing: &str, label: &str, name: &str) -> String {
 /// OpenSC's `pkcs11-tool -L` / `-I`. `key show` prints the same object.
 #[test]
 fn softhsm_is_reported_as_a_software_device() {
-    let _serial = pkcs11_support::serial();
+    let _serial = softhsm::serial();
     let t = token();
     let uri = t.uri("device");
     let key = PopKey::create(&uri, &CreateOptions::new()).unwrap();
