@@ -84,7 +84,10 @@ pub struct JwksValidator {
 #[derive(Debug, Clone)]
 struct JwksKey {
     kid: Option<String>,
-    alg: Option<Algorithm>,
+    /// The JWK's `alg` as written: when present, the key verifies that
+    /// algorithm and no other (an `alg` popkey does not support makes the
+    /// key unusable, never unrestricted).
+    alg: Option<String>,
     key: PublicJwk,
 }
 
@@ -104,10 +107,12 @@ impl JwksValidator {
                 let key = PublicJwk::from_json_value(k).ok()?;
                 Some(JwksKey {
                     kid: k.get("kid").and_then(Value::as_str).map(str::to_owned),
-                    alg: k
-                        .get("alg")
-                        .and_then(Value::as_str)
-                        .and_then(|a| a.parse().ok()),
+                    alg: match k.get("alg") {
+                        None => None,
+                        Some(Value::String(a)) => Some(a.clone()),
+                        // A non-string `alg` restricts the key to nothing.
+                        Some(_) => Some(String::new()),
+                    },
                     key,
                 })
             })
@@ -154,7 +159,9 @@ impl AccessTokenValidator for JwksValidator {
             .keys
             .iter()
             .filter(|k| kid.is_none() || k.kid.as_deref() == kid)
-            .filter(|k| k.key.fits(jws.alg) && k.alg.is_none_or(|a| a == jws.alg))
+            .filter(|k| {
+                k.key.fits(jws.alg) && k.alg.as_deref().is_none_or(|a| a == jws.alg.as_str())
+            })
             .collect();
         if candidates.is_empty() {
             return Err(bad(format!(
@@ -172,14 +179,14 @@ impl AccessTokenValidator for JwksValidator {
             ));
         }
         let exp = jws
-            .time_claim("exp")
+            .numeric_date_claim("exp", false)
             .map_err(|e| bad(format!("access token: {}", e.message())))?;
         if now > exp.saturating_add(self.leeway) {
             return Err(bad(format!("the access token expired {} s ago", now - exp)));
         }
         if jws.claims.contains_key("nbf") {
             let nbf = jws
-                .time_claim("nbf")
+                .numeric_date_claim("nbf", true)
                 .map_err(|e| bad(format!("access token: {}", e.message())))?;
             if nbf > now.saturating_add(self.leeway) {
                 return Err(bad("the access token is not valid yet (nbf)".into()));

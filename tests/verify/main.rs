@@ -4,8 +4,11 @@
 #[path = "../common/mod.rs"]
 mod common;
 
+mod cli;
 mod dpop;
+mod hardening;
 mod interop;
+mod msaljs;
 mod shr;
 
 use std::sync::Arc;
