@@ -51,9 +51,10 @@ fn start_with(jwks: &Path, require_nonce: bool, env: &[(&str, &str)]) -> (Server
         .spawn()
         .expect("node is needed for the oidc-provider interop test: apt-get install nodejs npm");
     let mut line = String::new();
-    BufReader::new(child.stdout.take().unwrap())
-        .read_line(&mut line)
-        .unwrap();
+    let mut stdout = BufReader::new(child.stdout.take().unwrap());
+    stdout.read_line(&mut line).unwrap();
+    // Keep reading, so a later line from the server never meets a closed pipe.
+    std::thread::spawn(move || std::io::copy(&mut stdout, &mut std::io::sink()));
     let info: Value = serde_json::from_str(&line)
         .unwrap_or_else(|_| panic!("oidc-provider did not start: {line:?}"));
     (Server(child), info)
@@ -257,6 +258,7 @@ fn opaque_dpop_token_verified_through_introspection() {
         assert!(!out.status.success());
         let v: Value = serde_json::from_slice(&out.stdout)
             .unwrap_or_else(|_| panic!("{}", String::from_utf8_lossy(&out.stderr)));
+        eprintln!("refused: {v}");
         v["error"].as_str().unwrap().to_owned()
     };
     // A proof by another key: the server's cnf.jkt names ours.

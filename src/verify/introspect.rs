@@ -48,9 +48,12 @@ pub struct IntrospectionValidator {
     client_secret: String,
     token_type: Option<String>,
     max_cache: u64,
-    cache: Mutex<HashMap<String, (Map<String, Value>, u64)>>,
+    cache: Mutex<HashMap<String, Cached>>,
     worker: Worker,
 }
+
+/// An answer's claims and the time until which they may be reused.
+type Cached = (Map<String, Value>, u64);
 
 impl std::fmt::Debug for IntrospectionValidator {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -169,7 +172,14 @@ impl IntrospectionValidator {
             .map_err(|_| unavailable("no answer".into()))?
             .map_err(unavailable)?;
         if !status.is_success() {
-            return Err(unavailable(format!("the endpoint answered {status}")));
+            // RFC 6749 §5.2 error codes are safe to show (no token, no secret).
+            let code = std::str::from_utf8(&body)
+                .ok()
+                .and_then(|t| crate::json::parse_object(t).ok())
+                .and_then(|o| o.get("error").and_then(Value::as_str).map(str::to_owned))
+                .map(|c| format!(" ({})", crate::text::clip(&c, 64)))
+                .unwrap_or_default();
+            return Err(unavailable(format!("the endpoint answered {status}{code}")));
         }
         if body.len() > MAX_RESPONSE {
             return Err(unavailable("the answer is too large".into()));
@@ -322,5 +332,29 @@ mod tests {
         assert!(check_answer(&dpop, Some("Bearer"), now).is_err());
         assert!(check_answer(&answer(json!({"active": true})), Some("DPoP"), now).is_err());
         assert_eq!(form("a b:c%"), "a+b%3Ac%25");
+    }
+
+    /// An answer is cached until the token's `exp` or `max_cache`, whichever
+    /// comes first, and never past it.
+    #[test]
+    fn cache_lives_no_longer_than_the_token() {
+        let v = IntrospectionValidator::new("http://127.0.0.1:9/introspect", "rs", "s")
+            .unwrap()
+            .max_cache(300);
+        let claims = answer(json!({"active": true, "exp": 1_100}));
+        let now = 1_000;
+        let exp = check_answer(&claims, None, now).unwrap().unwrap();
+        let until = exp.min(now + v.max_cache);
+        v.remember(cache_key("t"), &claims, until, now);
+        assert!(v.cached(&cache_key("t"), 1_099).is_some());
+        assert!(v.cached(&cache_key("t"), 1_100).is_none(), "not past exp");
+        assert!(v.cached(&cache_key("other"), 1_000).is_none());
+        // With a long-lived token, max_cache bounds it.
+        let claims = answer(json!({"active": true, "exp": 100_000}));
+        v.remember(cache_key("u"), &claims, 100_000u64.min(now + 300), now);
+        assert!(v.cached(&cache_key("u"), 1_299).is_some());
+        assert!(v.cached(&cache_key("u"), 1_300).is_none());
+        // Secrets stay out of Debug.
+        assert!(!format!("{v:?}").contains("\"s\""));
     }
 }

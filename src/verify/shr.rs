@@ -626,11 +626,10 @@ pub(crate) fn check_optional_members(
     }
     match m.get("key_ops") {
         None => {}
-        Some(Value::Array(ops)) if ops.iter().any(|o| o.as_str() == Some("verify")) => {
-            if !ops.iter().all(Value::is_string) {
-                return Err(bad("`key_ops` must be an array of strings"));
-            }
+        Some(Value::Array(ops)) if !ops.iter().all(Value::is_string) => {
+            return Err(bad("`key_ops` must be an array of strings"))
         }
+        Some(Value::Array(ops)) if ops.iter().any(|o| o.as_str() == Some("verify")) => {}
         Some(_) => return Err(bad("`key_ops` does not allow `verify`")),
     }
     if m.get("ext").is_some_and(|e| !e.is_boolean()) {

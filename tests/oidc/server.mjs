@@ -26,6 +26,7 @@ const resourceServer = opaque ? [{
   client_id: 'popkey-rs',
   client_secret: process.env.POPKEY_OIDC_RS_SECRET,
   token_endpoint_auth_method: 'client_secret_basic',
+  id_token_signed_response_alg: 'ES256',
   grant_types: [],
   response_types: [],
   redirect_uris: [],
@@ -69,7 +70,11 @@ const provider = new Provider(issuer, {
           : { accessTokenFormat: 'jwt', jwt: { sign: { alg: 'ES256' } } }),
       }),
     },
-    introspection: { enabled: opaque },
+    introspection: {
+      enabled: opaque,
+      // Only the resource server may introspect.
+      allowedPolicy: (ctx, client) => client.clientId === 'popkey-rs',
+    },
   },
 });
 provider.proxy = false;
