@@ -21,7 +21,8 @@ const MAX_RESPONSE: usize = 64 * 1024;
 /// A token is accepted when the answer says `"active": true`, its `exp`
 /// (when present) is not past, and its `token_type` (when one is required)
 /// matches. The answer's claims go to the proof verifier, which checks the
-/// binding (`cnf.jkt`; `cnf.x5t#S256` is passed through for mTLS callers).
+/// binding (`cnf.jkt`); for mTLS-bound tokens check `cnf.x5t#S256` with
+/// [`super::token::check_certificate_binding`].
 /// Answers are cached, keyed by the token's SHA-256, for no longer than the
 /// token's remaining life (and [`IntrospectionValidator::max_cache`]);
 /// answers without `exp` are not cached.

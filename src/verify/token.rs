@@ -259,3 +259,69 @@ pub(crate) fn check_binding(
         })),
     }
 }
+
+/// Checks that an access token's claims (from a JWT or an introspection
+/// answer) bind it to the TLS client certificate `cert_der` (RFC 8705 §3:
+/// `cnf.x5t#S256` is the base64url SHA-256 of the DER certificate), for APIs
+/// that take mTLS-bound tokens.
+///
+/// ```
+/// use popkey::verify::token::check_certificate_binding;
+/// let claims = serde_json::json!({"cnf": {"x5t#S256": "bwcK0esc3ACC3DB2Y5_lESsXE8o9ltc05O89jdN-dg2"}});
+/// assert!(check_certificate_binding(claims.as_object().unwrap(), b"not this certificate").is_err());
+/// ```
+pub fn check_certificate_binding(
+    claims: &Map<String, Value>,
+    cert_der: &[u8],
+) -> Result<(), VerifyError> {
+    let named = claims
+        .get("cnf")
+        .and_then(|c| c.get("x5t#S256"))
+        .and_then(Value::as_str)
+        .ok_or_else(|| {
+            err(
+                ErrorKind::KeyNotBound,
+                "the access token's `cnf` has no `x5t#S256`: it is not bound to a certificate",
+            )
+        })?;
+    if named == certificate_thumbprint(cert_der) {
+        Ok(())
+    } else {
+        Err(err(
+            ErrorKind::KeyNotBound,
+            "the access token is bound to a different certificate than the client's",
+        ))
+    }
+}
+
+/// base64url(SHA-256(DER certificate)).
+fn certificate_thumbprint(cert_der: &[u8]) -> String {
+    use sha2::{Digest, Sha256};
+    crate::b64::encode(Sha256::digest(cert_der))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn certificate_binding() {
+        let cert = b"a DER certificate";
+        let t = certificate_thumbprint(cert);
+        let claims = |v: Value| v.as_object().unwrap().clone();
+        check_certificate_binding(&claims(serde_json::json!({"cnf": {"x5t#S256": t}})), cert)
+            .unwrap();
+        for bad in [
+            serde_json::json!({"cnf": {"x5t#S256": "other"}}),
+            serde_json::json!({"cnf": {"jkt": t}}),
+            serde_json::json!({}),
+        ] {
+            assert_eq!(
+                check_certificate_binding(&claims(bad), cert)
+                    .unwrap_err()
+                    .kind(),
+                ErrorKind::KeyNotBound
+            );
+        }
+    }
+}

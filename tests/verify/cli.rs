@@ -86,3 +86,40 @@ fn jkt_and_jwks_exclude_each_other() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("--jkt") && err.contains("--jwks"), "{err}");
 }
+
+/// `--compat msal-js` with a proof from Microsoft's real MSAL.js code, read
+/// from standard input.
+#[test]
+fn compat_msal_js_accepts_lower_cased_urls() {
+    let url = "https://api.example.com/Orders/A1?Sort=Desc";
+    let authority = super::Authority::new();
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs();
+    let shrs =
+        super::msaljs::msal_shrs(&[serde_json::json!({"method": "GET", "uri": url})], |kid| {
+            authority.token(serde_json::json!({"exp": now + 600, "cnf": {"kid": kid}}))
+        });
+    let args = |compat: bool| {
+        let mut a = vec![
+            "verify", "shr", "--proof", "-", "--method", "GET", "--url", url,
+        ];
+        if compat {
+            a.extend(["--compat", "msal-js"]);
+        }
+        popkey(&a, Some(&shrs[0]))
+    };
+    let out = args(true);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+    let claims: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(claims["p"], "/orders/a1");
+    let out = args(false);
+    assert!(!out.status.success());
+    let e: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(e["error"], "url_mismatch");
+}

@@ -361,3 +361,20 @@ fn replay_protection_is_on_by_default() {
     off.verify_at(&[&p], "GET", DPOP_URL, None, NOW).unwrap();
     off.verify_at(&[&p], "GET", DPOP_URL, None, NOW).unwrap();
 }
+
+#[test]
+fn one_trailing_slash_on_p_is_ignored() {
+    let c = Shr::new();
+    let req = Request::new("GET", "https://api.example.com/items");
+    c.verify(&c.sign(json!({"p": "/items/"})), &req).unwrap();
+    let req_slash = Request::new("GET", "https://api.example.com/items/");
+    c.verify(&c.sign(json!({"p": "/items"})), &req_slash)
+        .unwrap();
+    for p in ["/items//", "/item", "/Items"] {
+        assert_eq!(
+            c.verify(&c.sign(json!({ "p": p })), &req),
+            Err(ErrorKind::UrlMismatch),
+            "{p}"
+        );
+    }
+}
