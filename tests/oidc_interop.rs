@@ -224,7 +224,7 @@ fn opaque_dpop_token_verified_through_introspection() {
         );
         String::from_utf8(out.stdout).unwrap().trim().to_owned()
     };
-    let verify = |proof: &str, token: &str, secret_file: &Path| {
+    let verify_for = |proof: &str, token: &str, secret_file: &Path, audience: &str| {
         popkey(&[
             "verify",
             "dpop",
@@ -242,7 +242,12 @@ fn opaque_dpop_token_verified_through_introspection() {
             "popkey-rs",
             "--introspect-secret-file",
             secret_file.to_str().unwrap(),
+            "--audience",
+            audience,
         ])
+    };
+    let verify = |proof: &str, token: &str, secret_file: &Path| {
+        verify_for(proof, token, secret_file, "urn:popkey:api")
     };
     let out = verify(&proof(&uri), &at, &secret_file);
     assert!(
@@ -291,6 +296,11 @@ fn opaque_dpop_token_verified_through_introspection() {
     let fake_proof = String::from_utf8(out.stdout).unwrap().trim().to_owned();
     assert_eq!(
         error(verify(&fake_proof, &fake, &secret_file)),
+        "invalid_access_token"
+    );
+    // A token for another API (its `aud` is urn:popkey:api).
+    assert_eq!(
+        error(verify_for(&proof(&uri), &at, &secret_file, "urn:other:api")),
         "invalid_access_token"
     );
     // The wrong client secret: the server refuses to introspect.

@@ -48,6 +48,7 @@ pub struct IntrospectionValidator {
     client_id: String,
     client_secret: String,
     token_type: Option<String>,
+    audience: Option<String>,
     max_cache: u64,
     cache: Mutex<HashMap<String, Cached>>,
     worker: Worker,
@@ -107,6 +108,7 @@ impl IntrospectionValidator {
             client_id: client_id.to_owned(),
             client_secret: client_secret.to_owned(),
             token_type: None,
+            audience: None,
             max_cache: 300,
             cache: Mutex::new(HashMap::new()),
             worker: Worker {
@@ -120,6 +122,13 @@ impl IntrospectionValidator {
     /// ignoring ASCII case; e.g. `DPoP`).
     pub fn require_token_type(mut self, token_type: &str) -> Self {
         self.token_type = Some(token_type.to_owned());
+        self
+    }
+
+    /// Requires the answer's `aud` to be (or contain) `audience`, so a token
+    /// the server issued for another API is refused here.
+    pub fn audience(mut self, audience: &str) -> Self {
+        self.audience = Some(audience.to_owned());
         self
     }
 
@@ -278,6 +287,19 @@ impl AccessTokenValidator for IntrospectionValidator {
         }
         let claims = self.introspect(token)?;
         let exp = check_answer(&claims, self.token_type.as_deref(), now)?;
+        if let Some(aud) = &self.audience {
+            let ok = match claims.get("aud") {
+                Some(Value::String(a)) => a == aud,
+                Some(Value::Array(list)) => list.iter().any(|a| a.as_str() == Some(aud)),
+                _ => false,
+            };
+            if !ok {
+                return Err(err(
+                    ErrorKind::InvalidAccessToken,
+                    "the access token's audience is not this API (introspection `aud`)",
+                ));
+            }
+        }
         if let Some(exp) = exp {
             let until = exp.min(now.saturating_add(self.max_cache));
             self.remember(key, &claims, until, now);

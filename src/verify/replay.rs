@@ -31,7 +31,8 @@ const SHARDS: usize = 16;
 ///   when the cache is created, so nobody outside can aim proofs at one shard.
 /// * Entries are dropped when they expire (an expiry wheel swept as the clock
 ///   moves), so expired entries never take the room of new ones; an insert
-///   costs O(1) amortised, never a scan of the shard.
+///   costs O(1) amortised (each entry is dropped once; the sweep walks at
+///   most one slot per elapsed second), never a scan of the shard.
 /// * When full of unexpired entries it refuses new proofs rather than forget
 ///   old ones (forgetting would let a replay through).
 ///

@@ -75,8 +75,8 @@ pub(crate) struct Common {
     /// Required access-token issuer (with --jwks).
     #[arg(long, requires = "jwks")]
     issuer: Option<String>,
-    /// Required access-token audience (with --jwks).
-    #[arg(long, requires = "jwks")]
+    /// Required access-token audience (with --jwks or --introspect).
+    #[arg(long, conflicts_with = "jkt")]
     audience: Option<String>,
 }
 
@@ -182,15 +182,21 @@ fn validator(
                 secret_file.display()
             )
         })?;
-        let v = popkey::verify::introspect::IntrospectionValidator::new(url, id, secret.trim())
+        let mut v = popkey::verify::introspect::IntrospectionValidator::new(url, id, secret.trim())
             .map_err(|e| e.to_string())?
             .require_token_type(token_type);
+        if let Some(a) = &c.audience {
+            v = v.audience(a);
+        }
         return Ok(Arc::new(v));
     }
     if let Some(jkt) = &c.jkt {
         return Ok(Arc::new(KnownBinding { jkt: jkt.clone() }));
     }
     let Some(path) = &c.jwks else {
+        if c.audience.is_some() {
+            return Err("--audience needs --jwks or --introspect".into());
+        }
         if has_token {
             eprintln!("popkey: note: the access token's signature is not checked (no --jwks)");
         }
