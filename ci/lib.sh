@@ -33,7 +33,9 @@ ensure_python_modules() {
 }
 
 # The real authorization server for the DPoP interop test (oidc-provider,
-# pinned by tests/oidc/package-lock.json).
+# pinned by tests/oidc/package-lock.json), and Microsoft's MSAL.js
+# (@azure/msal-browser + @azure/msal-common, pinned by
+# tests/msaljs/package-lock.json) for the SHR interop test.
 ensure_node_modules() {
   if ! command -v node >/dev/null || ! command -v npm >/dev/null; then
     local sudo=""
@@ -44,5 +46,9 @@ ensure_node_modules() {
   if [ ! -d tests/oidc/node_modules/oidc-provider ]; then
     echo "== installing oidc-provider (tests/oidc)"
     (cd tests/oidc && npm ci --no-audit --no-fund --loglevel=error)
+  fi
+  if [ ! -d tests/msaljs/node_modules/@azure/msal-browser ]; then
+    echo "== installing @azure/msal-browser and @azure/msal-common (tests/msaljs)"
+    (cd tests/msaljs && npm ci --no-audit --no-fund --loglevel=error)
   fi
 }

@@ -4,7 +4,7 @@ use std::sync::Arc;
 
 use serde_json::{Map, Value};
 
-use super::jose::{check_time, embedded_key, ParsedJws};
+use super::jose::{check_time, embedded_key, typ_is, ParsedJws};
 use super::token::{check_binding, AccessTokenValidator, Binding};
 use super::{common_builders, err, replay_id, Common, ErrorKind, VerifyError};
 use crate::text::clip;
@@ -50,7 +50,8 @@ common_builders!(DpopVerifier, "iat");
 impl DpopVerifier {
     /// A verifier that validates presented access tokens with `validator`.
     /// Defaults: ES256/RS256/PS256, `iat` at most 300 s old and 60 s in the
-    /// future, no server nonce, no replay store.
+    /// future, no server nonce, its own in-memory replay cache (see
+    /// `without_replay_protection`).
     pub fn new(validator: Arc<dyn AccessTokenValidator>) -> Self {
         DpopVerifier {
             common: Common::new(validator),
@@ -99,7 +100,8 @@ impl DpopVerifier {
         // (2)-(4): a well-formed JWT with the required members.
         let jws = ParsedJws::parse(proof, &self.common.algs)?;
         // (5): typ.
-        if jws.header.get("typ").and_then(Value::as_str) != Some("dpop+jwt") {
+        // RFC 7515 §4.1.9: case-insensitive, `application/` optional.
+        if !typ_is(jws.header.get("typ"), "dpop+jwt") {
             return Err(err(
                 ErrorKind::WrongType,
                 "header `typ` must be \"dpop+jwt\"",
@@ -107,6 +109,7 @@ impl DpopVerifier {
         }
         // (6)-(8): allowed alg (checked in parse), a public jwk, its signature.
         let key = embedded_key(jws.header.get("jwk"), "jwk")?;
+        super::shr::check_optional_members(jws.header.get("jwk"), jws.alg, "jwk")?;
         jws.verify_signature(&key)?;
 
         let jti = jws.str_claim("jti")?;
@@ -145,7 +148,7 @@ impl DpopVerifier {
             .nonce
             .check(jws.opt_str_claim("nonce")?, now, false)?;
         // (12): iat within the window.
-        let iat = jws.time_claim("iat")?;
+        let iat = jws.numeric_date_claim("iat", false)?;
         check_time("iat", iat, now, self.common.max_age, self.common.skew)?;
         // (13): ath and the key binding, when an access token is presented.
         let ath = jws.opt_str_claim("ath")?;

@@ -136,7 +136,8 @@ impl ParsedJws {
         }
     }
 
-    /// A non-negative integer claim (seconds), required.
+    /// A non-negative integer claim (seconds), required. For SHR `ts`,
+    /// which MSAL and Microsoft.IdentityModel write as an integer.
     pub fn time_claim(&self, name: &str) -> Result<u64, VerifyError> {
         match self.claims.get(name) {
             Some(Value::Number(n)) => n.as_u64().ok_or_else(|| {
@@ -155,6 +156,67 @@ impl ParsedJws {
             )),
         }
     }
+
+    /// An RFC 7519 §2 NumericDate claim (`iat`, `exp`, `nbf`), required:
+    /// a finite, non-negative number of seconds, fractions allowed, no later
+    /// than the year 9999. Returned as whole seconds, rounded down
+    /// (`round_up` rounds up: use it for `nbf`, so a fraction never makes
+    /// a token valid early).
+    pub(crate) fn numeric_date_claim(
+        &self,
+        name: &str,
+        round_up: bool,
+    ) -> Result<u64, VerifyError> {
+        match self.claims.get(name) {
+            Some(Value::Number(n)) => numeric_date(n, round_up).ok_or_else(|| {
+                err(
+                    ErrorKind::MissingClaim,
+                    format!(
+                        "claim `{name}` must be a non-negative NumericDate (seconds) before the year 10000"
+                    ),
+                )
+            }),
+            Some(_) => Err(err(
+                ErrorKind::MissingClaim,
+                format!("claim `{name}` must be a number"),
+            )),
+            None => Err(err(
+                ErrorKind::MissingClaim,
+                format!("claim `{name}` is missing"),
+            )),
+        }
+    }
+}
+
+/// Latest NumericDate accepted: 9999-12-31T23:59:59Z.
+pub(crate) const MAX_NUMERIC_DATE: u64 = 253_402_300_799;
+
+/// A JSON number as whole NumericDate seconds, or `None` when it is
+/// negative, not finite or absurdly large.
+fn numeric_date(n: &serde_json::Number, round_up: bool) -> Option<u64> {
+    if let Some(u) = n.as_u64() {
+        return (u <= MAX_NUMERIC_DATE).then_some(u);
+    }
+    let f = n.as_f64()?;
+    if !f.is_finite() || f < 0.0 || f > MAX_NUMERIC_DATE as f64 {
+        return None;
+    }
+    let whole = if round_up { f.ceil() } else { f.floor() };
+    // In range and integral, so the cast is exact.
+    Some(whole as u64)
+}
+
+/// A `typ` header value compared per RFC 7515 §4.1.9: ASCII
+/// case-insensitive, the `application/` prefix optional.
+pub(crate) fn typ_is(typ: Option<&Value>, want: &str) -> bool {
+    let Some(t) = typ.and_then(Value::as_str) else {
+        return false;
+    };
+    let bare = match t.get(..12) {
+        Some(p) if p.eq_ignore_ascii_case("application/") => &t[12..],
+        _ => t,
+    };
+    bare.eq_ignore_ascii_case(want)
 }
 
 fn object(bytes: &[u8], what: &str) -> Result<Map<String, Value>, VerifyError> {

@@ -8,7 +8,8 @@
 //!   `DPoP-Nonce`).
 //! * [`replay::ReplayStore`] — seen `jti` / SHR values, in memory or shared.
 //! * [`token::AccessTokenValidator`] — the pluggable access-token check, with
-//!   a JWKS-based validator for JWT access tokens.
+//!   a JWKS-based validator for JWT access tokens and (feature `client`)
+//!   `introspect::IntrospectionValidator` for opaque ones (RFC 7662).
 //!
 //! Every rejection is a [`VerifyError`] whose [`ErrorKind`] names the check
 //! that failed, so an API can log and answer precisely.
@@ -16,6 +17,9 @@
 use std::fmt;
 
 pub mod dpop;
+#[cfg(feature = "client")]
+#[cfg_attr(docsrs, doc(cfg(feature = "client")))]
+pub mod introspect;
 mod jose;
 pub mod nonce;
 pub mod replay;
@@ -374,7 +378,7 @@ pub(crate) struct Common {
 
 impl Common {
     /// ES256/RS256/PS256, at most 300 s old and 60 s ahead, client-chosen
-    /// nonce, no replay store.
+    /// nonce, an in-memory replay cache of its own.
     pub(crate) fn new(validator: std::sync::Arc<dyn token::AccessTokenValidator>) -> Self {
         Common {
             validator,
@@ -382,10 +386,17 @@ impl Common {
             max_age: 300,
             skew: 60,
             nonce: NoncePolicy::ClientChosen,
-            replay: None,
+            replay: Some(std::sync::Arc::new(replay::MemoryReplayCache::new(
+                DEFAULT_REPLAY_CAPACITY,
+            ))),
         }
     }
 }
+
+/// Capacity of the replay cache a verifier makes for itself.
+pub(crate) const DEFAULT_REPLAY_CAPACITY: usize = 1 << 20;
+
+impl Common {}
 
 /// The builder methods both verifiers share; `$time` names the claim the
 /// freshness window applies to.
@@ -422,12 +433,23 @@ macro_rules! common_builders {
                 self
             }
 
-            /// Rejects a second use of the same proof.
+            /// Where seen proofs are recorded, to reject a second use of the
+            /// same proof. By default each verifier has its own in-memory
+            /// [`super::replay::MemoryReplayCache`]; give several verifiers (or
+            /// instances, with a shared store) the same one.
             pub fn replay_store(
                 mut self,
                 store: std::sync::Arc<dyn super::replay::ReplayStore>,
             ) -> Self {
                 self.common.replay = Some(store);
+                self
+            }
+
+            /// Turns replay protection off: the same proof is accepted again
+            /// and again within its freshness window. Only for a verifier
+            /// behind something that already refuses replays, or for tools.
+            pub fn without_replay_protection(mut self) -> Self {
+                self.common.replay = None;
                 self
             }
         }

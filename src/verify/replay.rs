@@ -1,7 +1,9 @@
 //! Replay protection: remember each proof for as long as it could be
 //! accepted, and refuse it the second time.
 
+use std::collections::hash_map::RandomState;
 use std::collections::HashMap;
+use std::hash::BuildHasher;
 use std::sync::Mutex;
 
 use super::{err, ErrorKind, VerifyError};
@@ -20,8 +22,19 @@ const SHARDS: usize = 16;
 
 /// A bounded in-memory [`ReplayStore`], sharded for concurrency.
 ///
-/// When full of unexpired entries it refuses new proofs rather than forget
-/// old ones (forgetting would let a replay through).
+/// Verifiers use one by default (one per verifier, so one per process unless
+/// you share it); call `without_replay_protection()` on a verifier to opt
+/// out, or [`ReplayStore`] over a shared store when several instances
+/// verify proofs.
+///
+/// * The shard of an id is chosen with a hash keyed by a random secret made
+///   when the cache is created, so nobody outside can aim proofs at one shard.
+/// * Entries are dropped when they expire (an expiry wheel swept as the clock
+///   moves), so expired entries never take the room of new ones; an insert
+///   costs O(1) amortised (each entry is dropped once; the sweep walks at
+///   most one slot per elapsed second), never a scan of the shard.
+/// * When full of unexpired entries it refuses new proofs rather than forget
+///   old ones (forgetting would let a replay through).
 ///
 /// ```
 /// use popkey::verify::replay::{MemoryReplayCache, ReplayStore};
@@ -31,16 +44,69 @@ const SHARDS: usize = 16;
 /// # Ok::<(), popkey::verify::VerifyError>(())
 /// ```
 pub struct MemoryReplayCache {
-    shards: Vec<Mutex<HashMap<String, u64>>>,
+    shards: Vec<Mutex<Shard>>,
     per_shard: usize,
+    /// Keyed with random secrets (per cache) that never leave the process.
+    shard_hasher: RandomState,
+}
+
+#[derive(Default)]
+struct Shard {
+    /// id -> expiry (Unix seconds).
+    entries: HashMap<String, u64>,
+    /// expiry second -> ids recorded with that expiry.
+    wheel: HashMap<u64, Vec<String>>,
+    /// Every wheel slot before this second has been swept.
+    swept_to: u64,
+    /// Entries and slots examined while sweeping (for work-bound tests).
+    examined: u64,
+}
+
+impl Shard {
+    /// Drops every entry that expired before `now`: each entry is removed
+    /// once, and the walk over empty seconds is bounded by the number of
+    /// slots (so a clock jump costs no more than the entries it frees).
+    fn sweep(&mut self, now: u64) {
+        if now <= self.swept_to {
+            return;
+        }
+        let gap = now - self.swept_to;
+        if gap > self.wheel.len() as u64 {
+            // Fewer slots than seconds to walk: visit the slots instead.
+            let expired: Vec<u64> = self.wheel.keys().copied().filter(|&t| t < now).collect();
+            self.examined += self.wheel.len() as u64;
+            for t in expired {
+                self.drop_slot(t);
+            }
+        } else {
+            for t in self.swept_to..now {
+                self.examined += 1;
+                self.drop_slot(t);
+            }
+        }
+        self.swept_to = now;
+    }
+
+    fn drop_slot(&mut self, t: u64) {
+        if let Some(ids) = self.wheel.remove(&t) {
+            for id in ids {
+                self.examined += 1;
+                // The id may have been recorded again since with a later expiry.
+                if self.entries.get(&id) == Some(&t) {
+                    self.entries.remove(&id);
+                }
+            }
+        }
+    }
 }
 
 impl MemoryReplayCache {
     /// A cache holding at most about `capacity` unexpired entries.
     pub fn new(capacity: usize) -> Self {
         MemoryReplayCache {
-            shards: (0..SHARDS).map(|_| Mutex::new(HashMap::new())).collect(),
+            shards: (0..SHARDS).map(|_| Mutex::new(Shard::default())).collect(),
             per_shard: capacity.div_ceil(SHARDS).max(1),
+            shard_hasher: RandomState::new(),
         }
     }
 
@@ -48,7 +114,7 @@ impl MemoryReplayCache {
     pub fn len(&self) -> usize {
         self.shards
             .iter()
-            .map(|s| s.lock().map_or(0, |m| m.len()))
+            .map(|s| s.lock().map_or(0, |m| m.entries.len()))
             .sum()
     }
 
@@ -57,13 +123,17 @@ impl MemoryReplayCache {
         self.len() == 0
     }
 
-    fn shard(&self, id: &str) -> &Mutex<HashMap<String, u64>> {
-        // FNV-1a: shards only spread lock contention, so any stable hash will do.
-        let mut h: u64 = 0xcbf2_9ce4_8422_2325;
-        for b in id.as_bytes() {
-            h = (h ^ u64::from(*b)).wrapping_mul(0x0100_0000_01b3);
-        }
-        &self.shards[(h % SHARDS as u64) as usize]
+    fn shard_index(&self, id: &str) -> usize {
+        (self.shard_hasher.hash_one(id) % SHARDS as u64) as usize
+    }
+
+    /// Entries and wheel slots examined so far, all shards together.
+    #[cfg(test)]
+    fn examined(&self) -> u64 {
+        self.shards
+            .iter()
+            .map(|s| s.lock().map_or(0, |m| m.examined))
+            .sum()
     }
 }
 
@@ -75,13 +145,14 @@ impl Default for MemoryReplayCache {
 
 impl ReplayStore for MemoryReplayCache {
     fn check_and_record(&self, id: &str, expires_at: u64, now: u64) -> Result<(), VerifyError> {
-        let mut map = self.shard(id).lock().map_err(|_| {
+        let mut shard = self.shards[self.shard_index(id)].lock().map_err(|_| {
             err(
                 ErrorKind::ReplayStoreUnavailable,
                 "replay cache lock poisoned",
             )
         })?;
-        if let Some(&exp) = map.get(id) {
+        shard.sweep(now);
+        if let Some(&exp) = shard.entries.get(id) {
             if exp >= now {
                 return Err(err(
                     ErrorKind::Replay,
@@ -89,16 +160,22 @@ impl ReplayStore for MemoryReplayCache {
                 ));
             }
         }
-        if map.len() >= self.per_shard && !map.contains_key(id) {
-            map.retain(|_, exp| *exp >= now);
-            if map.len() >= self.per_shard {
-                return Err(err(
-                    ErrorKind::ReplayStoreUnavailable,
-                    "the replay cache is full of unexpired proofs; refusing rather than forgetting",
-                ));
-            }
+        if expires_at < now {
+            // Already expired: nothing to remember.
+            return Ok(());
         }
-        map.insert(id.to_owned(), expires_at);
+        if shard.entries.len() >= self.per_shard && !shard.entries.contains_key(id) {
+            return Err(err(
+                ErrorKind::ReplayStoreUnavailable,
+                "the replay cache is full of unexpired proofs; refusing rather than forgetting",
+            ));
+        }
+        shard.entries.insert(id.to_owned(), expires_at);
+        shard
+            .wheel
+            .entry(expires_at)
+            .or_default()
+            .push(id.to_owned());
         Ok(())
     }
 }
@@ -115,6 +192,11 @@ mod tests {
             c.check_and_record("a", 100, 60).unwrap_err().kind(),
             ErrorKind::Replay
         );
+        // Still unexpired at its expiry second.
+        assert_eq!(
+            c.check_and_record("a", 100, 100).unwrap_err().kind(),
+            ErrorKind::Replay
+        );
         // Expired entries can be recorded again.
         c.check_and_record("a", 200, 101).unwrap();
         // Fill every shard, then one more in a full shard is refused.
@@ -129,5 +211,61 @@ mod tests {
         assert!(c.len() <= SHARDS);
         // Once they expire, room returns.
         c.check_and_record("later", 5000, 2000).unwrap();
+    }
+
+    /// The regression: a cache full of expired entries must take new ones,
+    /// and inserting must not scan the shard (the work per insert stays
+    /// constant however full the cache is).
+    #[test]
+    fn expired_entries_never_block_and_inserts_do_not_scan() {
+        let n = 20_000;
+        let c = MemoryReplayCache::new(n);
+        let mut accepted = 0;
+        for i in 0..n * 2 {
+            if c.check_and_record(&format!("old{i}"), 1_000 + (i % 300) as u64, 700)
+                .is_ok()
+            {
+                accepted += 1;
+            }
+        }
+        assert!(accepted >= n * 9 / 10, "{accepted}");
+        let before = c.examined();
+        // Everything above has expired at 2_000: new ids fit again (half the
+        // capacity, so no shard overflows by chance).
+        for i in 0..n / 2 {
+            c.check_and_record(&format!("new{i}"), 2_300, 2_000)
+                .unwrap();
+        }
+        // One sweep per shard freed the old entries (each examined once,
+        // plus the slots), and the inserts themselves examined nothing.
+        let swept = c.examined() - before;
+        assert!(
+            swept <= (accepted + SHARDS * 300 + SHARDS) as u64,
+            "{swept} examined for {accepted} entries"
+        );
+        let before = c.examined();
+        for i in 0..n / 2 {
+            let _ = c.check_and_record(&format!("more{i}"), 2_300, 2_000);
+        }
+        assert_eq!(
+            c.examined(),
+            before,
+            "inserts at the same second scan nothing"
+        );
+    }
+
+    #[test]
+    fn shard_choice_is_keyed_per_cache() {
+        // Two caches spread the same ids differently: the shard index is
+        // not a function an outsider can compute.
+        let a = MemoryReplayCache::new(1000);
+        let b = MemoryReplayCache::new(1000);
+        let differ = (0..64)
+            .filter(|i| {
+                let id = format!("jti-{i}");
+                a.shard_index(&id) != b.shard_index(&id)
+            })
+            .count();
+        assert!(differ > 16, "{differ} of 64 ids moved");
     }
 }

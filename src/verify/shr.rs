@@ -5,7 +5,7 @@ use std::sync::Arc;
 use serde_json::{Map, Value};
 use sha2::{Digest, Sha256};
 
-use super::jose::{check_time, embedded_key, ParsedJws};
+use super::jose::{check_time, embedded_key, typ_is, ParsedJws};
 use super::token::{check_binding, AccessTokenValidator, Binding};
 use super::{common_builders, err, replay_id, Common, ErrorKind, Request, VerifyError};
 use crate::text::clip;
@@ -43,6 +43,7 @@ pub struct ShrVerifier {
     require_b: bool,
     accept_unsigned_query: bool,
     accept_unsigned_headers: bool,
+    msal_js: bool,
 }
 
 common_builders!(ShrVerifier, "ts");
@@ -50,7 +51,8 @@ common_builders!(ShrVerifier, "ts");
 impl ShrVerifier {
     /// A verifier that validates access tokens with `validator`. Defaults:
     /// ES256/RS256/PS256, `ts` at most 300 s old and 60 s in the future, a
-    /// client-chosen nonce, no replay store, `q`/`h`/`b` checked when present.
+    /// client-chosen nonce, its own in-memory replay cache (see
+    /// `without_replay_protection`), `q`/`h`/`b` checked when present.
     pub fn new(validator: Arc<dyn AccessTokenValidator>) -> Self {
         ShrVerifier {
             common: Common::new(validator),
@@ -59,7 +61,24 @@ impl ShrVerifier {
             require_b: false,
             accept_unsigned_query: true,
             accept_unsigned_headers: true,
+            msal_js: false,
         }
+    }
+
+    /// Accepts SHRs from MSAL.js (`@azure/msal-common`'s `PopTokenGenerator`),
+    /// which lower-cases the whole URL before signing it: `p` and a raw `q`
+    /// (`[[], "<query>"]`) are compared ASCII-case-insensitively, and a raw
+    /// `q` may lack one trailing `/` of the request's query (MSAL.js trims it).
+    ///
+    /// **The risk:** on a server whose paths or query values are
+    /// case-sensitive, `/Users/Alice` and `/users/alice` are different
+    /// resources, and with this switch a proof for one is accepted for the
+    /// other. Turn it on only for APIs whose routing and parameters ignore
+    /// case, or where that difference does not matter. Everything else
+    /// (signature, `ts`, `m`, `u`, the token binding) stays strict.
+    pub fn msal_js_compat(mut self) -> Self {
+        self.msal_js = true;
+        self
     }
 
     /// Requires `q`, and (unless `accept_unsigned`) that it covers every
@@ -98,9 +117,8 @@ impl ShrVerifier {
     ) -> Result<VerifiedShr, VerifyError> {
         let target = request.target()?;
         let jws = ParsedJws::parse(shr, &self.common.algs)?;
-        match jws.header.get("typ") {
-            Some(Value::String(t)) if t.eq_ignore_ascii_case("pop") => {}
-            _ => return Err(err(ErrorKind::WrongType, "header `typ` must be \"pop\"")),
+        if !typ_is(jws.header.get("typ"), "pop") {
+            return Err(err(ErrorKind::WrongType, "header `typ` must be \"pop\""));
         }
         let cnf = match jws.claims.get("cnf") {
             Some(Value::Object(c)) => c,
@@ -112,13 +130,9 @@ impl ShrVerifier {
             }
         };
         let key = embedded_key(cnf.get("jwk"), "cnf.jwk")?;
+        check_optional_members(cnf.get("jwk"), jws.alg, "cnf.jwk")?;
         if let Some(kid) = jws.header.get("kid") {
-            if kid.as_str() != Some(key.thumbprint()) {
-                return Err(err(
-                    ErrorKind::InvalidKey,
-                    "header `kid` is not the thumbprint of `cnf.jwk`",
-                ));
-            }
+            check_header_kid(kid, key.thumbprint())?;
         }
         jws.verify_signature(&key)?;
 
@@ -142,8 +156,8 @@ impl ShrVerifier {
             ));
         }
         check_host(jws.str_claim("u")?, &target)?;
-        check_path(jws.str_claim("p")?, &target)?;
-        self.check_query(&jws, &target)?;
+        check_path(jws.str_claim("p")?, &target, self.msal_js)?;
+        self.check_query(&jws, &target, request.url)?;
         self.check_headers(&jws, request)?;
         self.check_body(&jws, request)?;
         self.common
@@ -171,8 +185,12 @@ impl ShrVerifier {
         })
     }
 
-    fn check_query(&self, jws: &ParsedJws, target: &crate::HttpTarget) -> Result<(), VerifyError> {
-        let mismatch = |m: String| err(ErrorKind::QueryMismatch, m);
+    fn check_query(
+        &self,
+        jws: &ParsedJws,
+        target: &crate::HttpTarget,
+        raw_url: &str,
+    ) -> Result<(), VerifyError> {
         let Some(q) = jws.claims.get("q") else {
             return if self.require_q {
                 Err(err(
@@ -184,66 +202,36 @@ impl ShrVerifier {
             };
         };
         let (names, hash) = names_and_hash(q, "q")?;
-        // Every parameter, valueless ones (`?debug`) included: they count as
-        // occurrences and as unsigned parameters.
-        let params: Vec<(&str, Option<&str>)> = target
-            .url()
-            .query()
-            .unwrap_or("")
-            .split('&')
-            .filter(|p| !p.is_empty())
-            .map(|p| match p.split_once('=') {
-                Some((n, v)) => (n, Some(v)),
-                None => (p, None),
-            })
-            .collect();
-        let mut canonical = Vec::with_capacity(names.len());
-        for name in &names {
-            let found: Vec<Option<&str>> = params
-                .iter()
-                .filter(|(n, _)| n == name)
-                .map(|(_, v)| *v)
-                .collect();
-            match found.as_slice() {
-                [Some(v)] => canonical.push(format!("{name}={v}")),
-                [None] => {
-                    return Err(mismatch(format!(
-                        "signed query parameter `{}` has no value in the request",
-                        clip(name, 64)
-                    )))
+        let query = target.url().query().unwrap_or("");
+        if names.is_empty() && hash != hash_of(b"") {
+            // MSAL.js: `[[], "<the raw query>"]` signs the whole query.
+            let raw = raw_query(raw_url);
+            let same = |a: &str, b: &str| {
+                if self.msal_js {
+                    a.eq_ignore_ascii_case(b)
+                } else {
+                    a == b
                 }
-                [] => {
-                    return Err(mismatch(format!(
-                        "signed query parameter `{}` is not in the request",
-                        clip(name, 64)
-                    )))
-                }
-                _ => {
-                    return Err(mismatch(format!(
-                        "query parameter `{}` appears more than once",
-                        clip(name, 64)
-                    )))
-                }
-            }
+            };
+            let trimmed = if self.msal_js {
+                raw.strip_suffix('/')
+            } else {
+                None
+            };
+            return if same(&hash, raw) || trimmed.is_some_and(|t| same(&hash, t)) {
+                Ok(())
+            } else {
+                Err(err(
+                    ErrorKind::QueryMismatch,
+                    "the query differs from the signed one",
+                ))
+            };
         }
-        if hash != hash_of(canonical.join("&").as_bytes()) {
-            return Err(mismatch(
-                "the query parameters differ from the signed ones".into(),
-            ));
-        }
-        if !self.accept_unsigned_query {
-            if let Some((n, _)) = params.iter().find(|(n, _)| !names.iter().any(|m| m == n)) {
-                return Err(mismatch(format!(
-                    "query parameter `{}` is not signed",
-                    clip(n, 64)
-                )));
-            }
-        }
-        Ok(())
+        let mut work = 0;
+        match_query(&names, &hash, query, !self.accept_unsigned_query, &mut work)
     }
 
     fn check_headers(&self, jws: &ParsedJws, request: &Request<'_>) -> Result<(), VerifyError> {
-        let mismatch = |m: String| err(ErrorKind::HeaderMismatch, m);
         let Some(h) = jws.claims.get("h") else {
             return if self.require_h.is_empty() {
                 Ok(())
@@ -255,45 +243,23 @@ impl ShrVerifier {
             };
         };
         let (names, hash) = names_and_hash(h, "h")?;
-        let mut canonical = Vec::with_capacity(names.len());
-        for name in &names {
-            let found: Vec<&str> = request
-                .headers
-                .iter()
-                .filter(|(n, _)| n.eq_ignore_ascii_case(name))
-                .map(|(_, v)| *v)
-                .collect();
-            match found.as_slice() {
-                [v] => canonical.push(format!("{}: {v}", name.to_ascii_lowercase())),
-                [] => {
-                    return Err(mismatch(format!(
-                        "signed header `{}` is not in the request",
-                        clip(name, 64)
-                    )))
-                }
-                _ => {
-                    return Err(mismatch(format!(
-                        "header `{}` appears more than once",
-                        clip(name, 64)
-                    )))
-                }
-            }
-        }
-        if hash != hash_of(canonical.join("\n").as_bytes()) {
-            return Err(mismatch("the headers differ from the signed ones".into()));
-        }
-        let covered = |n: &str| names.iter().any(|m| m.eq_ignore_ascii_case(n));
-        if let Some(missing) = self.require_h.iter().find(|n| !covered(n)) {
-            return Err(mismatch(format!("header `{missing}` must be signed")));
-        }
-        if !self.accept_unsigned_headers {
-            if let Some((n, _)) = request
-                .headers
-                .iter()
-                .find(|(n, _)| !n.eq_ignore_ascii_case("authorization") && !covered(n))
-            {
-                return Err(mismatch(format!("header `{}` is not signed", clip(n, 64))));
-            }
+        let mut work = 0;
+        let signed = match_headers(
+            &names,
+            &hash,
+            &request.headers,
+            !self.accept_unsigned_headers,
+            &mut work,
+        )?;
+        if let Some(missing) = self
+            .require_h
+            .iter()
+            .find(|n| !signed.contains(&header_key(n)))
+        {
+            return Err(err(
+                ErrorKind::HeaderMismatch,
+                format!("header `{}` must be signed", clip(missing, 64)),
+            ));
         }
         Ok(())
     }
@@ -320,6 +286,204 @@ impl ShrVerifier {
 
 fn hash_of(bytes: &[u8]) -> String {
     crate::b64::encode(Sha256::digest(bytes))
+}
+
+/// Percent-decodes a query component the way form parsers do (`+` is a
+/// space); invalid escapes stay as written, invalid UTF-8 is replaced.
+fn decode_query_component(s: &str) -> String {
+    let plus = s.replace('+', " ");
+    let b = plus.as_bytes();
+    let mut out = Vec::with_capacity(b.len());
+    let mut i = 0;
+    while i < b.len() {
+        if b[i] == b'%' && i + 2 < b.len() {
+            if let (Some(h), Some(l)) = (hex(b[i + 1]), hex(b[i + 2])) {
+                out.push(h * 16 + l);
+                i += 3;
+                continue;
+            }
+        }
+        out.push(b[i]);
+        i += 1;
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+fn hex(d: u8) -> Option<u8> {
+    match d {
+        b'0'..=b'9' => Some(d - b'0'),
+        b'a'..=b'f' => Some(d - b'a' + 10),
+        b'A'..=b'F' => Some(d - b'A' + 10),
+        _ => None,
+    }
+}
+
+/// How header names are compared: case-insensitive, and `_` equal to `-`
+/// (CGI-style servers and some proxies turn one into the other).
+fn header_key(name: &str) -> String {
+    name.to_ascii_lowercase().replace('_', "-")
+}
+
+/// Checks `q` = `[[names…], hash]` against the request's raw `query`.
+///
+/// Linear: the query is indexed once, by percent-decoded name, and each
+/// signed name is looked up once; a name signed twice is refused. A
+/// parameter whose decoded name equals a signed one counts as another
+/// occurrence of it (`a=1&%61=2` is two `a`s to any framework). `work` counts
+/// parameters and names examined.
+pub(crate) fn match_query(
+    names: &[String],
+    hash: &str,
+    query: &str,
+    refuse_unsigned: bool,
+    work: &mut usize,
+) -> Result<(), VerifyError> {
+    use std::collections::hash_map::{Entry, HashMap};
+    let mismatch = |m: String| err(ErrorKind::QueryMismatch, m);
+    // decoded name -> (occurrences, raw value of the first one)
+    let mut index: HashMap<String, (usize, Option<&str>)> = HashMap::new();
+    for p in query.split('&').filter(|p| !p.is_empty()) {
+        *work += 1;
+        let (n, v) = match p.split_once('=') {
+            Some((n, v)) => (n, Some(v)),
+            None => (p, None),
+        };
+        index
+            .entry(decode_query_component(n))
+            .and_modify(|e| e.0 += 1)
+            .or_insert((1, v));
+    }
+    let mut signed: HashMap<String, ()> = HashMap::with_capacity(names.len());
+    let mut canonical = String::new();
+    for name in names {
+        *work += 1;
+        let key = decode_query_component(name);
+        match signed.entry(key.clone()) {
+            Entry::Occupied(_) => {
+                return Err(mismatch(format!(
+                    "`q` names query parameter `{}` more than once",
+                    clip(name, 64)
+                )))
+            }
+            Entry::Vacant(e) => {
+                e.insert(());
+            }
+        }
+        match index.get(&key) {
+            Some((1, Some(v))) => {
+                if !canonical.is_empty() {
+                    canonical.push('&');
+                }
+                canonical.push_str(name);
+                canonical.push('=');
+                canonical.push_str(v);
+            }
+            Some((1, None)) => {
+                return Err(mismatch(format!(
+                    "signed query parameter `{}` has no value in the request",
+                    clip(name, 64)
+                )))
+            }
+            None => {
+                return Err(mismatch(format!(
+                    "signed query parameter `{}` is not in the request",
+                    clip(name, 64)
+                )))
+            }
+            Some(_) => {
+                return Err(mismatch(format!(
+                    "query parameter `{}` appears more than once",
+                    clip(name, 64)
+                )))
+            }
+        }
+    }
+    if hash != hash_of(canonical.as_bytes()) {
+        return Err(mismatch(
+            "the query parameters differ from the signed ones".into(),
+        ));
+    }
+    if refuse_unsigned {
+        for n in index.keys() {
+            *work += 1;
+            if !signed.contains_key(n) {
+                return Err(mismatch(format!(
+                    "query parameter `{}` is not signed",
+                    clip(n, 64)
+                )));
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Checks `h` = `[[names…], hash]` against the request's headers, in linear
+/// time (headers indexed once by [`header_key`], each name looked up once, a
+/// name signed twice refused). Returns the signed names' keys. `work`
+/// counts headers and names examined.
+pub(crate) fn match_headers(
+    names: &[String],
+    hash: &str,
+    headers: &[(&str, &str)],
+    refuse_unsigned: bool,
+    work: &mut usize,
+) -> Result<std::collections::HashSet<String>, VerifyError> {
+    use std::collections::{HashMap, HashSet};
+    let mismatch = |m: String| err(ErrorKind::HeaderMismatch, m);
+    let mut index: HashMap<String, (usize, &str)> = HashMap::new();
+    for (n, v) in headers {
+        *work += 1;
+        index
+            .entry(header_key(n))
+            .and_modify(|e| e.0 += 1)
+            .or_insert((1, v));
+    }
+    let mut signed = HashSet::with_capacity(names.len());
+    let mut canonical = String::new();
+    for name in names {
+        *work += 1;
+        let key = header_key(name);
+        if !signed.insert(key.clone()) {
+            return Err(mismatch(format!(
+                "`h` names header `{}` more than once",
+                clip(name, 64)
+            )));
+        }
+        match index.get(&key) {
+            Some((1, v)) => {
+                if !canonical.is_empty() {
+                    canonical.push('\n');
+                }
+                canonical.push_str(&name.to_ascii_lowercase());
+                canonical.push_str(": ");
+                canonical.push_str(v);
+            }
+            None => {
+                return Err(mismatch(format!(
+                    "signed header `{}` is not in the request",
+                    clip(name, 64)
+                )))
+            }
+            Some(_) => {
+                return Err(mismatch(format!(
+                    "header `{}` appears more than once",
+                    clip(name, 64)
+                )))
+            }
+        }
+    }
+    if hash != hash_of(canonical.as_bytes()) {
+        return Err(mismatch("the headers differ from the signed ones".into()));
+    }
+    if refuse_unsigned {
+        for n in index.keys() {
+            *work += 1;
+            if n != "authorization" && !signed.contains(n) {
+                return Err(mismatch(format!("header `{}` is not signed", clip(n, 64))));
+            }
+        }
+    }
+    Ok(signed)
 }
 
 /// Reads `[[names…], "hash"]`.
@@ -366,8 +530,11 @@ fn check_host(u: &str, target: &crate::HttpTarget) -> Result<(), VerifyError> {
     }
 }
 
-/// `p`: the path, compared after the same normalization the request URL had.
-fn check_path(p: &str, target: &crate::HttpTarget) -> Result<(), VerifyError> {
+/// `p`: the path, compared after the same normalization the request URL
+/// had, ignoring one trailing `/` on either side (Microsoft.IdentityModel's
+/// validator trims slashes; MSAL.js adds one). `ignore_case` compares ASCII
+/// case-insensitively (MSAL.js lower-cases URLs).
+fn check_path(p: &str, target: &crate::HttpTarget, ignore_case: bool) -> Result<(), VerifyError> {
     // `p` is a path and nothing else: no URL resolution (which would read
     // `//host/x` or `/\\host/x` as another host, and drop control
     // characters), only the percent-encoding normalization both sides get.
@@ -376,7 +543,16 @@ fn check_path(p: &str, target: &crate::HttpTarget) -> Result<(), VerifyError> {
         && !p.chars().any(|c| c.is_control() || c == ' ');
     let normalized = plain.then(|| super::dpop::normalize_path(p));
     let actual = super::dpop::normalize_path(target.url().path());
-    if normalized.as_deref() == Some(actual.as_str()) {
+    let trim = |s: &str| -> String { s.strip_suffix('/').unwrap_or(s).to_owned() };
+    let same = normalized.as_deref().is_some_and(|n| {
+        let (a, b) = (trim(n), trim(&actual));
+        if ignore_case {
+            a.eq_ignore_ascii_case(&b)
+        } else {
+            a == b
+        }
+    });
+    if same {
         Ok(())
     } else {
         Err(err(
@@ -386,5 +562,182 @@ fn check_path(p: &str, target: &crate::HttpTarget) -> Result<(), VerifyError> {
                 clip(p, 64)
             ),
         ))
+    }
+}
+
+/// The query of `url` exactly as received (after `?`, before `#`).
+fn raw_query(url: &str) -> &str {
+    let no_fragment = url.split('#').next().unwrap_or("");
+    no_fragment.split_once('?').map_or("", |(_, q)| q)
+}
+
+/// A header `kid` is accepted when it is the key's thumbprint (MSAL.NET) or
+/// base64url of a JSON object whose `kid` is the thumbprint (MSAL.js); when
+/// absent (Microsoft.IdentityModel) the caller does not call this.
+fn check_header_kid(kid: &Value, thumbprint: &str) -> Result<(), VerifyError> {
+    let bad = || {
+        err(
+            ErrorKind::InvalidKey,
+            "header `kid` is neither the thumbprint of `cnf.jwk` nor base64url({\"kid\":thumbprint})",
+        )
+    };
+    let Some(kid) = kid.as_str() else {
+        return Err(bad());
+    };
+    if kid == thumbprint {
+        return Ok(());
+    }
+    // Thumbprints are 43 characters; a wrapper object stays small.
+    if kid.len() > 1024 {
+        return Err(bad());
+    }
+    let wrapped = crate::b64::decode(kid)
+        .ok()
+        .and_then(|b| String::from_utf8(b).ok())
+        .and_then(|t| crate::json::parse_object(&t).ok());
+    match wrapped.as_ref().and_then(|o| o.get("kid")) {
+        Some(Value::String(k)) if k == thumbprint => Ok(()),
+        _ => Err(bad()),
+    }
+}
+
+/// RFC 7517 optional members of an embedded public JWK must agree with
+/// their use here: `alg` (when present) is the JWS's algorithm, `key_ops`
+/// (when present) includes `verify`, `ext` is a boolean, `kid` a string.
+/// (`use` other than `sig` and private members are refused when the key is
+/// read.)
+pub(crate) fn check_optional_members(
+    jwk: Option<&Value>,
+    alg: crate::Algorithm,
+    where_: &str,
+) -> Result<(), VerifyError> {
+    let Some(Value::Object(m)) = jwk else {
+        return Ok(());
+    };
+    let bad = |what: &str| err(ErrorKind::InvalidKey, format!("`{where_}`: {what}"));
+    match m.get("alg") {
+        None => {}
+        Some(Value::String(a)) if a == alg.as_str() => {}
+        Some(_) => {
+            return Err(bad(&format!(
+                "its `alg` is not {alg}, the algorithm the proof is signed with"
+            )))
+        }
+    }
+    match m.get("key_ops") {
+        None => {}
+        Some(Value::Array(ops)) if !ops.iter().all(Value::is_string) => {
+            return Err(bad("`key_ops` must be an array of strings"))
+        }
+        Some(Value::Array(ops)) if ops.iter().any(|o| o.as_str() == Some("verify")) => {}
+        Some(_) => return Err(bad("`key_ops` does not allow `verify`")),
+    }
+    if m.get("ext").is_some_and(|e| !e.is_boolean()) {
+        return Err(bad("`ext` must be a boolean"));
+    }
+    if m.get("kid").is_some_and(|k| !k.is_string()) {
+        return Err(bad("`kid` must be a string"));
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn q_hash(pairs: &[(&str, &str)]) -> String {
+        let c: Vec<String> = pairs.iter().map(|(n, v)| format!("{n}={v}")).collect();
+        hash_of(c.join("&").as_bytes())
+    }
+
+    /// The regression for the CPU amplification: 11,000 repeated names
+    /// against a URL with thousands of parameters is refused after looking
+    /// at two names, and an honest `q` of n names against n parameters
+    /// costs a linear number of steps.
+    #[test]
+    fn query_matching_work_is_linear() {
+        let params = 5_000;
+        let query: String = (0..params)
+            .map(|i| format!("p{i}=v"))
+            .collect::<Vec<_>>()
+            .join("&");
+        let repeated = vec!["p1".to_owned(); 11_000];
+        let mut work = 0;
+        let e = match_query(&repeated, "x", &query, false, &mut work).unwrap_err();
+        assert_eq!(e.kind(), ErrorKind::QueryMismatch);
+        assert!(e.message().contains("more than once"), "{e}");
+        assert!(work <= params + 2, "{work} steps");
+
+        let names: Vec<String> = (0..params).map(|i| format!("p{i}")).collect();
+        let pairs: Vec<(String, &str)> = names.iter().map(|n| (n.clone(), "v")).collect();
+        let pairs: Vec<(&str, &str)> = pairs.iter().map(|(n, v)| (n.as_str(), *v)).collect();
+        let mut work = 0;
+        match_query(&names, &q_hash(&pairs), &query, true, &mut work).unwrap();
+        assert!(work <= 3 * params, "{work} steps for {params} parameters");
+    }
+
+    #[test]
+    fn header_matching_work_is_linear() {
+        let n = 3_000;
+        let names: Vec<String> = (0..n).map(|i| format!("x-h{i}")).collect();
+        let headers: Vec<(&str, &str)> = names.iter().map(|h| (h.as_str(), "v")).collect();
+        let repeated = vec!["X-H1".to_owned(); 11_000];
+        let mut work = 0;
+        let e = match_headers(&repeated, "x", &headers, false, &mut work).unwrap_err();
+        assert!(e.message().contains("more than once"), "{e}");
+        assert!(work <= n + 2, "{work} steps");
+        let canonical: Vec<String> = names.iter().map(|h| format!("{h}: v")).collect();
+        let mut work = 0;
+        match_headers(
+            &names,
+            &hash_of(canonical.join("\n").as_bytes()),
+            &headers,
+            true,
+            &mut work,
+        )
+        .unwrap();
+        assert!(work <= 3 * n, "{work} steps for {n} headers");
+    }
+
+    /// A signed `a=1` is not good for `?a=1&%61=2`, `?%61=2&a=1` or
+    /// `?a=1&a+=2`-style look-alikes: names compare after decoding.
+    #[test]
+    fn encoded_duplicates_are_refused() {
+        let names = vec!["a".to_owned()];
+        let h = q_hash(&[("a", "1")]);
+        let mut w = 0;
+        match_query(&names, &h, "a=1&b=2", false, &mut w).unwrap();
+        for q in ["a=1&%61=2", "%61=2&a=1", "a=1&%61", "a=1&a=2"] {
+            let e = match_query(&names, &h, q, false, &mut w).unwrap_err();
+            assert_eq!(e.kind(), ErrorKind::QueryMismatch, "{q}");
+        }
+        let names = vec!["a b".to_owned()];
+        let h = q_hash(&[("a b", "1")]);
+        let e = match_query(&names, &h, "a b=1&a+b=2", false, &mut w).unwrap_err();
+        assert_eq!(e.kind(), ErrorKind::QueryMismatch);
+        // Unsigned parameters are refused by decoded name too.
+        let names = vec!["a".to_owned()];
+        let h = q_hash(&[("a", "1")]);
+        let e = match_query(&names, &h, "a=1&%62=2", true, &mut w).unwrap_err();
+        assert!(e.message().contains("not signed"), "{e}");
+
+        // Headers differing only by `_`/`-` or case are the same header.
+        let names = vec!["x-user".to_owned()];
+        let h = hash_of(b"x-user: alice");
+        match_headers(&names, &h, &[("X-User", "alice")], false, &mut w).unwrap();
+        for other in ["x_user", "X-USER", "X_User"] {
+            let e = match_headers(
+                &names,
+                &h,
+                &[("X-User", "alice"), (other, "bob")],
+                false,
+                &mut w,
+            )
+            .unwrap_err();
+            assert_eq!(e.kind(), ErrorKind::HeaderMismatch, "{other}");
+        }
+        let names = vec!["x-user".to_owned(), "X_USER".to_owned()];
+        let e = match_headers(&names, &h, &[("X-User", "alice")], false, &mut w).unwrap_err();
+        assert!(e.message().contains("more than once"), "{e}");
     }
 }

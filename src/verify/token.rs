@@ -84,7 +84,10 @@ pub struct JwksValidator {
 #[derive(Debug, Clone)]
 struct JwksKey {
     kid: Option<String>,
-    alg: Option<Algorithm>,
+    /// The JWK's `alg` as written: when present, the key verifies that
+    /// algorithm and no other (an `alg` popkey does not support makes the
+    /// key unusable, never unrestricted).
+    alg: Option<String>,
     key: PublicJwk,
 }
 
@@ -104,10 +107,12 @@ impl JwksValidator {
                 let key = PublicJwk::from_json_value(k).ok()?;
                 Some(JwksKey {
                     kid: k.get("kid").and_then(Value::as_str).map(str::to_owned),
-                    alg: k
-                        .get("alg")
-                        .and_then(Value::as_str)
-                        .and_then(|a| a.parse().ok()),
+                    alg: match k.get("alg") {
+                        None => None,
+                        Some(Value::String(a)) => Some(a.clone()),
+                        // A non-string `alg` restricts the key to nothing.
+                        Some(_) => Some(String::new()),
+                    },
                     key,
                 })
             })
@@ -154,7 +159,9 @@ impl AccessTokenValidator for JwksValidator {
             .keys
             .iter()
             .filter(|k| kid.is_none() || k.kid.as_deref() == kid)
-            .filter(|k| k.key.fits(jws.alg) && k.alg.is_none_or(|a| a == jws.alg))
+            .filter(|k| {
+                k.key.fits(jws.alg) && k.alg.as_deref().is_none_or(|a| a == jws.alg.as_str())
+            })
             .collect();
         if candidates.is_empty() {
             return Err(bad(format!(
@@ -172,14 +179,14 @@ impl AccessTokenValidator for JwksValidator {
             ));
         }
         let exp = jws
-            .time_claim("exp")
+            .numeric_date_claim("exp", false)
             .map_err(|e| bad(format!("access token: {}", e.message())))?;
         if now > exp.saturating_add(self.leeway) {
             return Err(bad(format!("the access token expired {} s ago", now - exp)));
         }
         if jws.claims.contains_key("nbf") {
             let nbf = jws
-                .time_claim("nbf")
+                .numeric_date_claim("nbf", true)
                 .map_err(|e| bad(format!("access token: {}", e.message())))?;
             if nbf > now.saturating_add(self.leeway) {
                 return Err(bad("the access token is not valid yet (nbf)".into()));
@@ -250,5 +257,71 @@ pub(crate) fn check_binding(
             Binding::Dpop => "the access token's `cnf` has no `jkt`: it is not a DPoP-bound token",
             Binding::Pop => "the access token's `cnf` has no usable jkt, kid or jwk",
         })),
+    }
+}
+
+/// Checks that an access token's claims (from a JWT or an introspection
+/// answer) bind it to the TLS client certificate `cert_der` (RFC 8705 §3:
+/// `cnf.x5t#S256` is the base64url SHA-256 of the DER certificate), for APIs
+/// that take mTLS-bound tokens.
+///
+/// ```
+/// use popkey::verify::token::check_certificate_binding;
+/// let claims = serde_json::json!({"cnf": {"x5t#S256": "bwcK0esc3ACC3DB2Y5_lESsXE8o9ltc05O89jdN-dg2"}});
+/// assert!(check_certificate_binding(claims.as_object().unwrap(), b"not this certificate").is_err());
+/// ```
+pub fn check_certificate_binding(
+    claims: &Map<String, Value>,
+    cert_der: &[u8],
+) -> Result<(), VerifyError> {
+    let named = claims
+        .get("cnf")
+        .and_then(|c| c.get("x5t#S256"))
+        .and_then(Value::as_str)
+        .ok_or_else(|| {
+            err(
+                ErrorKind::KeyNotBound,
+                "the access token's `cnf` has no `x5t#S256`: it is not bound to a certificate",
+            )
+        })?;
+    if named == certificate_thumbprint(cert_der) {
+        Ok(())
+    } else {
+        Err(err(
+            ErrorKind::KeyNotBound,
+            "the access token is bound to a different certificate than the client's",
+        ))
+    }
+}
+
+/// base64url(SHA-256(DER certificate)).
+fn certificate_thumbprint(cert_der: &[u8]) -> String {
+    use sha2::{Digest, Sha256};
+    crate::b64::encode(Sha256::digest(cert_der))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn certificate_binding() {
+        let cert = b"a DER certificate";
+        let t = certificate_thumbprint(cert);
+        let claims = |v: Value| v.as_object().unwrap().clone();
+        check_certificate_binding(&claims(serde_json::json!({"cnf": {"x5t#S256": t}})), cert)
+            .unwrap();
+        for bad in [
+            serde_json::json!({"cnf": {"x5t#S256": "other"}}),
+            serde_json::json!({"cnf": {"jkt": t}}),
+            serde_json::json!({}),
+        ] {
+            assert_eq!(
+                check_certificate_binding(&claims(bad), cert)
+                    .unwrap_err()
+                    .kind(),
+                ErrorKind::KeyNotBound
+            );
+        }
     }
 }

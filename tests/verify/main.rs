@@ -3,8 +3,11 @@
 
 use popkey_testkit::common;
 
+mod cli;
 mod dpop;
+mod hardening;
 mod interop;
+mod msaljs;
 mod shr;
 
 use std::sync::Arc;

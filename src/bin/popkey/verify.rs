@@ -13,8 +13,16 @@ use serde_json::Value;
 #[derive(Subcommand)]
 pub(crate) enum VerifyCommand {
     /// Verify a Signed HTTP Request for a request.
+    ///
+    /// Replay protection is on, but its cache is in memory and each process
+    /// has its own: one `popkey verify` run cannot tell that another run (or
+    /// your API) already accepted the same proof.
     Shr(ShrVerifyArgs),
     /// Verify a DPoP proof for a request.
+    ///
+    /// Replay protection is on, but its cache is in memory and each process
+    /// has its own: one `popkey verify` run cannot tell that another run (or
+    /// your API) already accepted the same proof.
     Dpop(DpopVerifyArgs),
 }
 
@@ -36,22 +44,53 @@ pub(crate) struct Common {
     #[arg(long)]
     now: Option<u64>,
     /// A JWKS file to validate the access token's signature with. Without
-    /// it the token's claims are only decoded (and a note says so).
-    #[arg(long)]
+    /// it (and without --jkt) the token's claims are only decoded (and a
+    /// note says so).
+    #[arg(long, conflicts_with = "jkt")]
     jwks: Option<PathBuf>,
+    /// The RFC 7638 thumbprint the access token is bound to, learned
+    /// elsewhere (introspection, a gateway): for opaque tokens. The token is
+    /// then only hashed (`ath`), never parsed.
+    #[arg(long, value_name = "THUMBPRINT")]
+    jkt: Option<String>,
+    #[cfg(feature = "client")]
+    /// An RFC 7662 introspection endpoint to validate the (opaque) access
+    /// token with; the binding (`cnf.jkt`) comes from its answer.
+    #[arg(
+        long,
+        value_name = "URL",
+        conflicts_with_all = ["jwks", "jkt"],
+        requires_all = ["introspect_client_id", "introspect_secret_file"]
+    )]
+    introspect: Option<String>,
+    #[cfg(feature = "client")]
+    /// The client id to authenticate to the introspection endpoint with.
+    #[arg(long, requires = "introspect")]
+    introspect_client_id: Option<String>,
+    #[cfg(feature = "client")]
+    /// A file holding the client secret for the introspection endpoint
+    /// (a file, so the secret stays out of the process list).
+    #[arg(long, requires = "introspect")]
+    introspect_secret_file: Option<PathBuf>,
     /// Required access-token issuer (with --jwks).
     #[arg(long, requires = "jwks")]
     issuer: Option<String>,
-    /// Required access-token audience (with --jwks).
-    #[arg(long, requires = "jwks")]
+    /// Required access-token audience (with --jwks or --introspect).
+    #[arg(long, conflicts_with = "jkt")]
     audience: Option<String>,
 }
 
 #[derive(Args)]
 pub(crate) struct ShrVerifyArgs {
-    /// The SHR (the value after `PoP `).
+    /// The SHR (the value after `PoP `); `-` reads it from standard input.
     #[arg(long)]
     proof: String,
+    /// Accept what MSAL.js signs: it lower-cases the URL, so `p` and a raw
+    /// `q` are compared ignoring ASCII case. RISK: on a case-sensitive
+    /// server `/Users/Alice` and `/users/alice` are different resources, and
+    /// a proof for one is then accepted for the other.
+    #[arg(long, value_enum)]
+    compat: Option<Compat>,
     #[command(flatten)]
     common: Common,
     /// A request header, as 'Name: value' (for `h`). Repeatable.
@@ -64,7 +103,8 @@ pub(crate) struct ShrVerifyArgs {
 
 #[derive(Args)]
 pub(crate) struct DpopVerifyArgs {
-    /// The DPoP proof (the `DPoP` header's value).
+    /// The DPoP proof (the `DPoP` header's value); `-` reads it from
+    /// standard input.
     #[arg(long)]
     proof: String,
     #[command(flatten)]
@@ -74,14 +114,89 @@ pub(crate) struct DpopVerifyArgs {
     access_token: Option<String>,
 }
 
+/// Client families whose quirks `verify shr` can accept.
+#[derive(Clone, Copy, clap::ValueEnum)]
+pub(crate) enum Compat {
+    /// MSAL.js (`@azure/msal-common`): lower-cased URLs.
+    MsalJs,
+}
+
+/// An access token whose binding is known from elsewhere (`--jkt`): it is
+/// never parsed, and its claims are just that binding.
+struct KnownBinding {
+    jkt: String,
+}
+
+impl AccessTokenValidator for KnownBinding {
+    fn validate(
+        &self,
+        _token: &str,
+        _now: u64,
+    ) -> Result<serde_json::Map<String, Value>, VerifyError> {
+        let mut cnf = serde_json::Map::new();
+        cnf.insert("jkt".into(), Value::String(self.jkt.clone()));
+        let mut claims = serde_json::Map::new();
+        claims.insert("cnf".into(), Value::Object(cnf));
+        Ok(claims)
+    }
+
+    fn checks_signature(&self) -> bool {
+        false
+    }
+}
+
+/// `--proof VALUE`, or the proof read from standard input for `--proof -`.
+fn read_proof(arg: &str) -> Result<String, String> {
+    if arg != "-" {
+        return Ok(arg.to_owned());
+    }
+    use std::io::Read;
+    let mut text = String::new();
+    std::io::stdin()
+        .take(1 << 20)
+        .read_to_string(&mut text)
+        .map_err(|e| format!("cannot read the proof from standard input: {e}"))?;
+    Ok(text.trim().to_owned())
+}
+
 /// What `verify` ends with: the claims, or a rejection.
 pub(crate) enum Outcome {
     Verified(String),
     Rejected(String),
 }
 
-fn validator(c: &Common, has_token: bool) -> Result<Arc<dyn AccessTokenValidator>, String> {
+fn validator(
+    c: &Common,
+    has_token: bool,
+    #[cfg_attr(not(feature = "client"), allow(unused_variables))] token_type: &str,
+) -> Result<Arc<dyn AccessTokenValidator>, String> {
+    #[cfg(feature = "client")]
+    if let (Some(url), Some(id), Some(secret_file)) = (
+        &c.introspect,
+        &c.introspect_client_id,
+        &c.introspect_secret_file,
+    ) {
+        let secret = std::fs::read_to_string(secret_file).map_err(|e| {
+            format!(
+                "cannot read the introspection secret file {}: {e}",
+                secret_file.display()
+            )
+        })?;
+        let mut v = popkey::verify::introspect::IntrospectionValidator::new(url, id, secret.trim())
+            .map_err(|e| e.to_string())?
+            .require_token_type(token_type);
+        if let Some(a) = &c.audience {
+            v = v.audience(a);
+        }
+        return Ok(Arc::new(v));
+    }
+    if let Some(jkt) = &c.jkt {
+        return Ok(Arc::new(KnownBinding { jkt: jkt.clone() }));
+    }
     let Some(path) = &c.jwks else {
+        if c.audience.is_some() {
+            return Err("--audience needs --jwks or --introspect".into());
+        }
         if has_token {
             eprintln!("popkey: note: the access token's signature is not checked (no --jwks)");
         }
@@ -139,27 +254,28 @@ pub(crate) fn run(cmd: &VerifyCommand) -> Result<Outcome, String> {
             if let Some(b) = &body {
                 req = req.body(b);
             }
-            let v = ShrVerifier::new(validator(c, true)?)
+            // One process, one proof: the replay cache lives and dies with
+            // this process, so it cannot catch a replay across runs.
+            let mut v = ShrVerifier::new(validator(c, true, "PoP")?)
                 .max_age(c.max_age)
                 .nonce(policy(c));
+            if matches!(a.compat, Some(Compat::MsalJs)) {
+                v = v.msal_js_compat();
+            }
             let now = c.now.unwrap_or_else(unix_now);
-            Ok(finish(v.verify_at(&a.proof, &req, now).map(|ok| ok.claims)))
+            let proof = read_proof(&a.proof)?;
+            Ok(finish(v.verify_at(&proof, &req, now).map(|ok| ok.claims)))
         }
         VerifyCommand::Dpop(a) => {
             let c = &a.common;
-            let v = DpopVerifier::new(validator(c, a.access_token.is_some())?)
+            let v = DpopVerifier::new(validator(c, a.access_token.is_some(), "DPoP")?)
                 .max_age(c.max_age)
                 .nonce(policy(c));
             let now = c.now.unwrap_or_else(unix_now);
+            let proof = read_proof(&a.proof)?;
             Ok(finish(
-                v.verify_at(
-                    &[&a.proof],
-                    &c.method,
-                    &c.url,
-                    a.access_token.as_deref(),
-                    now,
-                )
-                .map(|ok| ok.claims),
+                v.verify_at(&[&proof], &c.method, &c.url, a.access_token.as_deref(), now)
+                    .map(|ok| ok.claims),
             ))
         }
     }
