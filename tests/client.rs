@@ -118,7 +118,7 @@ async fn every_scheme_and_client_authentication() {
             assert_eq!(token.token_type, scheme.expected_token_type());
             // The token's cnf names our key.
             let claims: Value = serde_json::from_slice(
-                &popkey::b64::decode(token.access_token().split('.').nth(1).unwrap()).unwrap(),
+                &authority::b64url_decode(token.access_token().split('.').nth(1).unwrap()).unwrap(),
             )
             .unwrap();
             assert_eq!(claims["cnf"][bound], key.kid(), "{alg} {scheme:?}");
@@ -502,9 +502,9 @@ async fn assertion_carries_the_certificate_thumbprint() {
         .unwrap();
     let mut parts = jwt.split('.');
     let header: Value =
-        serde_json::from_slice(&popkey::b64::decode(parts.next().unwrap()).unwrap()).unwrap();
+        serde_json::from_slice(&authority::b64url_decode(parts.next().unwrap()).unwrap()).unwrap();
     let claims: Value =
-        serde_json::from_slice(&popkey::b64::decode(parts.next().unwrap()).unwrap()).unwrap();
+        serde_json::from_slice(&authority::b64url_decode(parts.next().unwrap()).unwrap()).unwrap();
     let der_out = std::process::Command::new("openssl")
         .args(["x509", "-outform", "DER", "-in"])
         .arg(&cert_path)
@@ -512,7 +512,7 @@ async fn assertion_carries_the_certificate_thumbprint() {
         .unwrap();
     assert_eq!(
         header["x5t#S256"],
-        popkey::b64::encode(sha2::Sha256::digest(&der_out.stdout))
+        authority::b64url(sha2::Sha256::digest(&der_out.stdout))
     );
     assert_eq!(
         header["x5c"][0],
