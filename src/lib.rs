@@ -75,7 +75,7 @@
 //! single-flight token cache keyed by the key's thumbprint, and
 //! [`client::PopClient`], which signs a fresh proof for every request with
 //! the same key snapshot its token is bound to, following a rotating key
-//! (see the client module).
+//! (a [`client::KeySource`]).
 //!
 //! Source layout: `src/{key,global,provider,signer}.rs` (the handle, the
 //! slot, the contract), `src/{shr,dpop,assertion}.rs` (what gets signed),
