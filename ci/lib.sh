@@ -47,7 +47,8 @@ ensure_python_modules() {
   local log=${1:-}
   if ! python3 -c 'import joserfc, cryptography' 2>/dev/null; then
     echo "== installing Python modules: joserfc cryptography${log:+ (log: $log)}"
-    run_logged "$log" python3 -m pip install --quiet joserfc cryptography \
+    # The first try fails quietly on an externally managed Python (PEP 668).
+    run_logged "$log" python3 -m pip install --quiet joserfc cryptography 2>/dev/null \
       || run_logged "$log" python3 -m pip install --quiet --break-system-packages joserfc cryptography
   fi
 }
