@@ -8,27 +8,48 @@ POPKEY_APT_PACKAGES=(
   tpm2-openssl openssl python3 python3-pip
 )
 
+# Runs a command with its output appended to log file $1 (when $1 is not
+# empty; else to the terminal). On failure the log's tail is shown.
+run_logged() { # log command...
+  local log=$1
+  shift
+  if [ -z "$log" ]; then
+    "$@"
+    return
+  fi
+  if ! "$@" >>"$log" 2>&1; then
+    echo "!! failed: $* (last lines of $log:)" >&2
+    tail -n 20 "$log" >&2
+    return 1
+  fi
+}
+
+# ensure_packages [log]: installs the missing Debian packages; apt-get's
+# output goes to the log file when one is given.
 ensure_packages() {
-  local missing=() p
+  local log=${1:-} missing=() p
   for p in "${POPKEY_APT_PACKAGES[@]}"; do
     dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
   done
   if [ "${#missing[@]}" -gt 0 ]; then
-    echo "== installing: ${missing[*]}"
+    echo "== installing: ${missing[*]}${log:+ (log: $log)}"
     local sudo=""
     [ "$(id -u)" -eq 0 ] || sudo="sudo"
-    $sudo apt-get update -qq
-    DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends "${missing[@]}"
+    run_logged "$log" $sudo apt-get update -qq
+    run_logged "$log" $sudo env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}"
   fi
 }
 
 # Independent verifiers for the interop tests: joserfc (a JOSE library we
 # did not write) on top of pyca/cryptography.
+# ensure_python_modules [log]: pip's output goes to the log file when given.
 ensure_python_modules() {
+  local log=${1:-}
   if ! python3 -c 'import joserfc, cryptography' 2>/dev/null; then
-    echo "== installing Python modules: joserfc cryptography"
-    python3 -m pip install --quiet joserfc cryptography \
-      || python3 -m pip install --quiet --break-system-packages joserfc cryptography
+    echo "== installing Python modules: joserfc cryptography${log:+ (log: $log)}"
+    # The first try fails quietly on an externally managed Python (PEP 668).
+    run_logged "$log" python3 -m pip install --quiet joserfc cryptography 2>/dev/null \
+      || run_logged "$log" python3 -m pip install --quiet --break-system-packages joserfc cryptography
   fi
 }
 

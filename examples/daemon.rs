@@ -15,12 +15,16 @@
 //! | `POPKEY_INTERVAL_MS` | pause between calls (default 5000) |
 //! | `POPKEY_ITERATIONS` | stop after this many calls (default: run until Ctrl-C) |
 //!
+//! The key is installed as the process-wide key and the client follows it:
+//! with `POPKEY_KEY=mem:?rotate=8h` (MSAL's in-memory key) the key rotates
+//! every 8 hours and the next call fetches a token bound to the new key.
+//!
 //! Logs with `tracing` (`RUST_LOG=debug` for more). Never logs tokens.
 
 use std::time::Duration;
 
-use popkey::client::{ClientAuth, PopClient, Scheme, TokenRequest};
-use popkey::PopKey;
+use popkey::client::{ClientAuth, KeySource, PopClient, Scheme, TokenRequest};
+use popkey::{KeySlot, PopKey};
 use tracing::{error, info, warn};
 
 fn env(name: &str) -> Result<String, String> {
@@ -29,7 +33,9 @@ fn env(name: &str) -> Result<String, String> {
 
 fn setup() -> Result<(PopClient, String, Duration, u64), String> {
     let s = |e: popkey::Error| e.to_string();
-    let key = PopKey::open(&env("POPKEY_KEY")?).map_err(s)?;
+    let slot = KeySlot::open(&env("POPKEY_KEY")?).map_err(s)?;
+    let key = slot.current();
+    popkey::install_default_slot(slot).map_err(s)?;
     info!(
         kid = key.kid(),
         backend = key.location().backend.as_str(),
@@ -73,7 +79,7 @@ fn setup() -> Result<(PopClient, String, Duration, u64), String> {
         .and_then(|v| v.parse().ok())
         .unwrap_or(0);
     Ok((
-        PopClient::new(key, req).map_err(s)?,
+        PopClient::new(KeySource::process_default().map_err(s)?, req).map_err(s)?,
         env("POPKEY_API_URL")?,
         Duration::from_millis(interval),
         iterations,

@@ -29,23 +29,69 @@
 //! # Ok::<(), popkey::Error>(())
 //! ```
 //!
-//! ## The contract
+//! ## Features
 //!
-//! [`PopCryptoProvider`] is the three-member contract MSAL calls
-//! `IPoPCryptoProvider`. [`PopKey`] implements it for every backend and adds
-//! the promise: the JWK and the signing key are one pair, proven when the
-//! key is opened and never changed afterwards. The process-wide key
-//! ([`install_default`], [`default_key`], [`KeySlot`]) rotates by swapping
-//! whole snapshots.
+//! | feature | default | what it adds | pulls in |
+//! |---|---|---|---|
+//! | `client` | yes | [`client`]: tokens from a token endpoint, the cache, [`client::PopClient`] and the `reqwest` integration | `reqwest` (rustls), `tokio`, `tracing` |
+//! | `cli` | yes | the `popkey` command-line tool (no library API) | `clap` |
+//! | `pkcs11` | no | `pkcs11:` keys in any PKCS#11 token | `cryptoki` |
+//! | `tpm` | no | `tpm:` keys in a TPM 2.0 | `tss-esapi` (needs `libtss2-dev`) |
+//!
+//! A library user who wants neither the CLI nor the HTTP client writes
+//! `popkey = { version = "0.1", default-features = false, features = ["pkcs11"] }`:
+//! no `clap`, `reqwest` or `tokio` then.
+//!
+//! ## Architecture
+//!
+//! **The contract.** [`PopCryptoProvider`] is the three-member contract MSAL
+//! calls `IPoPCryptoProvider`: the canonical public JWK, the JWS `alg`, and
+//! `sign`. [`PopKey`] implements it for every backend and adds the promise:
+//! the JWK and the signing key are one pair, proven when the key is opened
+//! (a challenge signed and verified in software) and never changed
+//! afterwards. It also implements the RustCrypto `signature` traits. The
+//! process-wide key ([`install_default`], [`default_key`], [`KeySlot`])
+//! rotates by swapping whole snapshots: whoever holds a snapshot signs with
+//! the key its JWK describes.
+//!
+//! **Backends** (private, behind [`KeyUri`]): software keys (`mem:`,
+//! `file:`), PKCS#11 (one `C_Initialize` per module per process, a session
+//! pool per key) and TPM 2.0 (one context per TCTI, keys kept loaded). A
+//! backend knows nothing of protocols; [`KeyLocation`] says where a key
+//! lives.
+//!
+//! **Protocols** name no backend; they sign with any provider: [`shr`]
+//! (MSAL's Signed HTTP Requests and `req_cnf`), [`dpop`] (RFC 9449) and
+//! [`assertion`] (RFC 7523 `private_key_jwt`). [`jwk`] holds public keys
+//! and RFC 7638 thumbprints.
+//!
+//! **Verification** ([`verify`]) is the API side: SHRs from MSAL.NET,
+//! MSAL.js and Microsoft.IdentityModel, DPoP proofs, access tokens (JWKS or
+//! introspection), server nonces and replay caches, each failure named by a
+//! [`verify::ErrorKind`].
+//!
+//! **The client** ([`client`], feature `client`) is the daemon side: a
+//! token endpoint client (client secret or `private_key_jwt`), a
+//! single-flight token cache keyed by the key's thumbprint, and
+//! [`client::PopClient`], which signs a fresh proof for every request with
+//! the same key snapshot its token is bound to, following a rotating key
+//! (a [`client::KeySource`]).
+//!
+//! Source layout: `src/{key,global,provider,signer}.rs` (the handle, the
+//! slot, the contract), `src/{shr,dpop,assertion}.rs` (what gets signed),
+//! `src/backend/` (where keys live), `src/verify/` (the API side),
+//! `src/client/` (tokens and calls), `src/bin/popkey/` (the CLI).
 
+#![cfg_attr(docsrs, feature(doc_cfg))]
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
 mod alg;
 pub mod assertion;
-pub mod b64;
+pub(crate) mod b64;
 mod backend;
 #[cfg(feature = "client")]
+#[cfg_attr(docsrs, doc(cfg(feature = "client")))]
 pub mod client;
 pub mod dpop;
 mod error;
@@ -53,7 +99,7 @@ mod global;
 mod http;
 mod json;
 pub mod jwk;
-pub mod jws;
+pub(crate) mod jws;
 mod key;
 mod provider;
 pub mod shr;
@@ -79,7 +125,6 @@ pub use jwk::PublicJwk;
 pub use key::{CreateOptions, OpenOptions, PopKey};
 pub use provider::PopCryptoProvider;
 pub use signer::JwsSignature;
-pub use text::redact;
 pub use uri::{FileUri, KeyUri, MemUri, Pkcs11ObjectType, Pkcs11Uri, TpmKeyRef, TpmUri};
 
 /// Seconds since the Unix epoch, now.

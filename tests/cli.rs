@@ -364,12 +364,16 @@ fn verify_commands_accept_good_proofs_and_name_each_rejection() {
     let jwks = dir.path().join("jwks.json");
     std::fs::write(&jwks, serde_json::json!({"keys": [jwk]}).to_string()).unwrap();
     let claims = serde_json::json!({"iss": "https://as.example", "aud": "api", "exp": 4_000_000_000u64, "cnf": {"kid": kid, "jkt": kid}});
-    let at = popkey::jws::sign_compact(
-        &authority,
-        br#"{"alg":"ES256","kid":"as-1","typ":"at+jwt"}"#,
-        claims.to_string().as_bytes(),
-    )
-    .unwrap();
+    let at = {
+        use base64::{engine::general_purpose::URL_SAFE_NO_PAD, Engine};
+        let input = format!(
+            "{}.{}",
+            URL_SAFE_NO_PAD.encode(r#"{"alg":"ES256","kid":"as-1","typ":"at+jwt"}"#),
+            URL_SAFE_NO_PAD.encode(claims.to_string())
+        );
+        let sig = authority.sign(input.as_bytes()).unwrap();
+        format!("{input}.{}", URL_SAFE_NO_PAD.encode(sig))
+    };
     let jwks_s = jwks.to_str().unwrap();
     let url = "https://api.example.com/v1/x?y=1";
 

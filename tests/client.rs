@@ -117,7 +117,7 @@ async fn every_scheme_and_client_authentication() {
             assert_eq!(token.token_type, scheme.expected_token_type());
             // The token's cnf names our key.
             let claims: Value = serde_json::from_slice(
-                &popkey::b64::decode(token.access_token().split('.').nth(1).unwrap()).unwrap(),
+                &authority::b64url_decode(token.access_token().split('.').nth(1).unwrap()).unwrap(),
             )
             .unwrap();
             assert_eq!(claims["cnf"][bound], key.kid(), "{alg} {scheme:?}");
@@ -510,9 +510,9 @@ async fn assertion_carries_the_certificate_thumbprint() {
         .unwrap();
     let mut parts = jwt.split('.');
     let header: Value =
-        serde_json::from_slice(&popkey::b64::decode(parts.next().unwrap()).unwrap()).unwrap();
+        serde_json::from_slice(&authority::b64url_decode(parts.next().unwrap()).unwrap()).unwrap();
     let claims: Value =
-        serde_json::from_slice(&popkey::b64::decode(parts.next().unwrap()).unwrap()).unwrap();
+        serde_json::from_slice(&authority::b64url_decode(parts.next().unwrap()).unwrap()).unwrap();
     let der_out = std::process::Command::new("openssl")
         .args(["x509", "-outform", "DER", "-in"])
         .arg(&cert_path)
@@ -520,7 +520,7 @@ async fn assertion_carries_the_certificate_thumbprint() {
         .unwrap();
     assert_eq!(
         header["x5t#S256"],
-        popkey::b64::encode(sha2::Sha256::digest(&der_out.stdout))
+        authority::b64url(sha2::Sha256::digest(&der_out.stdout))
     );
     assert_eq!(
         header["x5c"][0],
@@ -731,4 +731,272 @@ fn pop_client_futures_are_send() {
     let c = PopClient::new(key, req).unwrap();
     is_send(&c.get("http://127.0.0.1:1/x"));
     is_send(&c.token());
+    let r = reqwest::Client::new()
+        .get("http://127.0.0.1:1/x")
+        .build()
+        .unwrap();
+    is_send(&c.authorize(r));
+}
+
+/// Polls `done` until it holds; panics (naming `what`) after 60 s so a
+/// broken client fails the test instead of hanging it.
+fn wait_for(what: &str, done: impl Fn() -> bool) {
+    for _ in 0..60_000 {
+        if done() {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    panic!("gave up waiting for {what}");
+}
+
+/// The key the API saw: `kid` for PoP (the SHR's cnf), `jkt` for DPoP.
+fn bound_key(v: &Value) -> String {
+    v.get("kid")
+        .or_else(|| v.get("jkt"))
+        .and_then(Value::as_str)
+        .unwrap_or_default()
+        .to_owned()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_rotating_slot_is_followed_under_concurrent_calls() {
+    use std::collections::HashMap;
+    use std::sync::atomic::{AtomicBool, AtomicUsize};
+    use std::sync::Mutex;
+
+    const ROTATIONS: usize = 5;
+    const CALLS_PER_KEY: usize = 8;
+    for scheme in [Scheme::Dpop, Scheme::Pop] {
+        let server = start(|_| {}, &PopKey::open("mem:").unwrap()).await;
+        let slot = Arc::new(popkey::KeySlot::open("mem:").unwrap());
+        let req = TokenRequest::new(
+            &server.token_endpoint,
+            "app-secret",
+            &["api://local/.default"],
+            scheme,
+            ClientAuth::secret(SECRET),
+        )
+        .unwrap();
+        let c = PopClient::with_parts(
+            slot.clone(),
+            req,
+            http(),
+            Arc::new(TokenCache::new()),
+            fast_retry(),
+        )
+        .unwrap();
+        // Accepted calls per key, as the API saw them.
+        let accepted = Arc::new(Mutex::new(HashMap::<String, usize>::new()));
+        let done = Arc::new(AtomicBool::new(false));
+        let calls = Arc::new(AtomicUsize::new(0));
+        let workers: Vec<_> = (0..6)
+            .map(|_| {
+                let (c, accepted, done, calls, api) = (
+                    c.clone(),
+                    accepted.clone(),
+                    done.clone(),
+                    calls.clone(),
+                    server.api.clone(),
+                );
+                tokio::spawn(async move {
+                    while !done.load(Ordering::SeqCst) {
+                        let resp = c.get(&api).await.unwrap();
+                        let status = resp.status();
+                        let v: Value = resp.json().await.unwrap();
+                        // Every call is accepted: token cnf and proof key match.
+                        assert_eq!(status, 200, "{scheme:?}: {v}");
+                        assert_eq!(v["ok"], true);
+                        calls.fetch_add(1, Ordering::SeqCst);
+                        *accepted.lock().unwrap().entry(bound_key(&v)).or_default() += 1;
+                    }
+                })
+            })
+            .collect();
+        // Another thread rotates while the calls run: each key is rotated
+        // away once the API has accepted a few calls signed with it.
+        let rotator = {
+            let (slot, accepted, done) = (slot.clone(), accepted.clone(), done.clone());
+            std::thread::spawn(move || {
+                let mut kids = Vec::new();
+                for round in 0..=ROTATIONS {
+                    let kid = slot.current().kid().to_owned();
+                    wait_for("calls with the current key", || {
+                        accepted.lock().unwrap().get(&kid).copied().unwrap_or(0) >= CALLS_PER_KEY
+                    });
+                    kids.push(kid);
+                    if round < ROTATIONS {
+                        slot.rotate_now().unwrap();
+                    }
+                }
+                done.store(true, Ordering::SeqCst);
+                kids
+            })
+        };
+        for w in workers {
+            w.await.unwrap();
+        }
+        let kids = tokio::task::spawn_blocking(move || rotator.join().unwrap())
+            .await
+            .unwrap();
+        // Every key was used, and each got exactly one token.
+        let accepted = accepted.lock().unwrap().clone();
+        assert_eq!(kids.len(), ROTATIONS + 1);
+        assert_eq!(
+            kids.iter().collect::<std::collections::HashSet<_>>().len(),
+            ROTATIONS + 1
+        );
+        for kid in &kids {
+            assert!(accepted[kid] >= CALLS_PER_KEY, "{scheme:?}: {kid} unused");
+        }
+        assert_eq!(
+            accepted.values().sum::<usize>(),
+            calls.load(Ordering::SeqCst)
+        );
+        assert!(accepted.keys().all(|k| kids.contains(k)));
+        assert_eq!(
+            server.stats.token_requests.load(Ordering::SeqCst),
+            ROTATIONS + 1,
+            "{scheme:?}: one token per key"
+        );
+        assert_eq!(c.cache().len(), ROTATIONS + 1);
+    }
+}
+
+#[tokio::test]
+async fn the_process_wide_key_is_followed() {
+    use popkey::client::KeySource;
+    // The only test in this binary that touches the process-wide key.
+    assert!(
+        KeySource::process_default().is_err(),
+        "nothing installed yet"
+    );
+    let server = start(|_| {}, &PopKey::open("mem:").unwrap()).await;
+    let first = PopKey::open("mem:").unwrap();
+    assert!(popkey::rotate_default(first.clone()).is_none());
+    let req = TokenRequest::new(
+        &server.token_endpoint,
+        "app-secret",
+        &["api://local/.default"],
+        Scheme::Dpop,
+        ClientAuth::secret(SECRET),
+    )
+    .unwrap();
+    let c = PopClient::new(KeySource::process_default().unwrap(), req).unwrap();
+    for _ in 0..2 {
+        assert_eq!(
+            bound_key(&body(c.get(&server.api).await.unwrap()).await),
+            first.kid()
+        );
+    }
+    let second = PopKey::open("mem:?alg=PS256").unwrap();
+    assert!(popkey::rotate_default(second.clone())
+        .unwrap()
+        .same_handle(&first));
+    assert_eq!(c.key().kid(), second.kid());
+    for _ in 0..2 {
+        assert_eq!(
+            bound_key(&body(c.get(&server.api).await.unwrap()).await),
+            second.kid()
+        );
+    }
+    assert_eq!(server.stats.token_requests.load(Ordering::SeqCst), 2);
+
+    // TokenClient: one snapshot, returned with the token bound to it.
+    let tokens = TokenClient::new().unwrap();
+    let req = TokenRequest::new(
+        &server.token_endpoint,
+        "app-secret",
+        &["api://local/.default"],
+        Scheme::Pop,
+        ClientAuth::secret(SECRET),
+    )
+    .unwrap();
+    let (key, token) = tokens
+        .request_current(&req, &KeySource::process_default().unwrap())
+        .await
+        .unwrap();
+    assert_eq!(key.kid(), second.kid());
+    let claims: Value = serde_json::from_slice(
+        &authority::b64url_decode(token.access_token().split('.').nth(1).unwrap()).unwrap(),
+    )
+    .unwrap();
+    assert_eq!(claims["cnf"]["kid"], second.kid());
+}
+
+#[tokio::test]
+async fn authorize_signs_requests_built_with_the_callers_reqwest_client() {
+    for (scheme, nonce_required) in [
+        (Scheme::Dpop, false),
+        (Scheme::Pop, false),
+        (Scheme::Dpop, true),
+        (Scheme::Pop, true),
+    ] {
+        let key = PopKey::open("mem:").unwrap();
+        let server = start(
+            |c| {
+                c.api_dpop_nonce = nonce_required;
+                c.api_pop_nonce = nonce_required;
+            },
+            &key,
+        )
+        .await;
+        let c = client(
+            &server,
+            &key,
+            scheme,
+            ClientAuth::secret(SECRET),
+            "app-secret",
+        );
+        // The caller's own client, builder, query and JSON body.
+        let http = reqwest::Client::new();
+        let build = || {
+            http.post(&server.api)
+                .query(&[("page", "2"), ("filter", "a b&c")])
+                .header("Authorization", "Bearer stale")
+                .json(&serde_json::json!({"item": "widget"}))
+                .build()
+                .unwrap()
+        };
+        let request = c.authorize(build()).await.unwrap();
+        assert!(request.url().query().unwrap().contains("page=2"));
+        assert_eq!(request.headers().get_all("authorization").iter().count(), 1);
+        assert_eq!(
+            request.headers().contains_key("dpop"),
+            scheme == Scheme::Dpop
+        );
+        let mut resp = http.execute(request).await.unwrap();
+        if nonce_required {
+            assert_eq!(resp.status(), 401, "{scheme:?}: no nonce yet");
+            assert!(c.learn_nonce(&resp), "{scheme:?}: a nonce challenge");
+            resp = http
+                .execute(c.authorize(build()).await.unwrap())
+                .await
+                .unwrap();
+        } else {
+            assert!(!c.learn_nonce(&resp));
+        }
+        let status = resp.status();
+        let v: Value = resp.json().await.unwrap();
+        assert_eq!(status, 200, "{scheme:?} nonce={nonce_required}: {v}");
+        assert_eq!(v["ok"], true, "{scheme:?}");
+        assert_eq!(bound_key(&v), key.kid());
+        if nonce_required {
+            // (The same SHR again within the second would carry the same
+            // server nonce and timestamp: the API's replay cache refuses it.)
+            continue;
+        }
+        // The same request again gets a fresh proof: a proof is never reused.
+        let resp = http
+            .execute(c.authorize(build()).await.unwrap())
+            .await
+            .unwrap();
+        assert!(!c.learn_nonce(&resp));
+        let status = resp.status();
+        let v: Value = resp.json().await.unwrap();
+        assert_eq!(status, 200, "{scheme:?} nonce={nonce_required}, again: {v}");
+        assert_eq!(bound_key(&v), key.kid());
+        assert_eq!(server.stats.token_requests.load(Ordering::SeqCst), 1);
+        assert_eq!(server.stats.api_requests.load(Ordering::SeqCst), 2);
+    }
 }

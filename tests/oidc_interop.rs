@@ -113,8 +113,11 @@ fn oidc_provider_issues_dpop_tokens_bound_to_our_key() {
                 .split('.')
                 .nth(1)
                 .unwrap();
-            let claims: Value =
-                serde_json::from_slice(&popkey::b64::decode(payload).unwrap()).unwrap();
+            let claims: Value = serde_json::from_slice(
+                &base64::Engine::decode(&base64::engine::general_purpose::URL_SAFE_NO_PAD, payload)
+                    .unwrap(),
+            )
+            .unwrap();
             assert_eq!(claims["cnf"]["jkt"], kid, "{alg} nonce={require_nonce}");
             assert_eq!(claims["client_id"], "popkey-client");
             // The server's own JWKS validates the token it issued.

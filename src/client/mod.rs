@@ -10,20 +10,41 @@
 //! * [`PopClient`] wraps `reqwest::Client`: every request gets a cached token
 //!   and a fresh proof bound to its method and URL, nonce challenges are
 //!   answered once, 429/5xx are retried with backoff.
+//! * [`KeySource`] is where a client's key comes from: a fixed key, a
+//!   rotating [`KeySlot`](crate::KeySlot) or the process-wide key. One
+//!   snapshot per request serves the token lookup and the proof.
+//! * [`PopClient::authorize`] is the `reqwest` integration: it signs a
+//!   request you built with your own client (`.query()`, `.json()`, …).
+//! * [`RetryPolicy`]: which failures are retried, and how long to wait.
 //!
 //! Signing runs on tokio's blocking pool (`spawn_blocking`): a real TPM can
 //! take 200 ms per signature, which must not stall the executor.
 
 mod cache;
 pub mod challenge;
+mod key_source;
 mod pop_client;
+mod retry;
 mod token;
 
 pub use cache::{CacheKey, TokenCache};
-pub use pop_client::{PopClient, RetryPolicy};
+pub use key_source::KeySource;
+pub use pop_client::PopClient;
+pub use retry::RetryPolicy;
 pub use token::{
     entra_scope, entra_token_endpoint, ClientAuth, Scheme, TokenClient, TokenRequest, TokenResponse,
 };
+
+/// Default per-request timeout for token and API calls.
+pub(crate) const DEFAULT_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(30);
+
+/// A response header's value, when it is visible ASCII.
+pub(crate) fn header(resp: &reqwest::Response, name: &str) -> Option<String> {
+    resp.headers()
+        .get(name)
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_owned)
+}
 
 /// Runs a signing closure off the async executor.
 pub(crate) async fn sign_blocking<T, F>(f: F) -> crate::Result<T>
@@ -77,7 +98,7 @@ impl Nonces {
 pub(crate) fn default_http() -> crate::Result<reqwest::Client> {
     reqwest::Client::builder()
         .connect_timeout(std::time::Duration::from_secs(10))
-        .timeout(token::DEFAULT_TIMEOUT)
+        .timeout(DEFAULT_TIMEOUT)
         .redirect(reqwest::redirect::Policy::none())
         .user_agent(concat!("popkey/", env!("CARGO_PKG_VERSION")))
         .build()

@@ -1,123 +1,31 @@
-//! `PopClient`: every request with a cached token and a fresh proof.
+//! `PopClient`: every request with a cached token and a fresh proof, both
+//! from one snapshot of the client's key.
 
 use std::sync::Arc;
-use std::time::Duration;
 
+use reqwest::header::{HeaderValue, AUTHORIZATION};
 use reqwest::{Method, Response, StatusCode};
 use url::Url;
 
 use super::cache::{CacheKey, TokenCache};
 use super::challenge::{next_nonce, parse_www_authenticate};
-use super::token::{header, Scheme, TokenClient, TokenRequest};
-use super::{default_http, display_url, origin, sign_blocking, Nonces};
+use super::key_source::KeySource;
+use super::retry::{send_with_retry, RetryPolicy};
+use super::token::{Scheme, TokenClient, TokenRequest, TokenResponse};
+use super::{default_http, header, origin, sign_blocking, Nonces};
 use crate::dpop::DpopProof;
 use crate::error::{Error, Result};
 use crate::key::PopKey;
 use crate::shr::SignedHttpRequest;
 
-/// How failed calls are retried.
-#[derive(Clone, Debug)]
-pub struct RetryPolicy {
-    /// Retries after the first attempt, for 429, 5xx and connection failures.
-    pub max_retries: u32,
-    /// First backoff delay; doubles each retry (with jitter).
-    pub base_delay: Duration,
-    /// Longest wait, also the cap on a server's `Retry-After`.
-    pub max_delay: Duration,
-}
-
-impl Default for RetryPolicy {
-    fn default() -> Self {
-        RetryPolicy {
-            max_retries: 3,
-            base_delay: Duration::from_millis(200),
-            max_delay: Duration::from_secs(10),
-        }
-    }
-}
-
-impl RetryPolicy {
-    fn delay(&self, attempt: u32, retry_after: Option<&str>) -> Duration {
-        if let Some(secs) = retry_after.and_then(|v| v.trim().parse::<u64>().ok()) {
-            return Duration::from_secs(secs).min(self.max_delay);
-        }
-        let exp = self.base_delay.saturating_mul(1u32 << attempt.min(16));
-        let jitter = rand::random::<f64>() * 0.25 + 0.875;
-        exp.mul_f64(jitter).min(self.max_delay)
-    }
-}
-
-/// Whether an answer is worth another attempt: 429 and 503 say the request
-/// was not processed; other 5xx only for requests that are safe to repeat.
-fn retryable(status: StatusCode, idempotent: bool) -> bool {
-    status == StatusCode::TOO_MANY_REQUESTS
-        || status == StatusCode::SERVICE_UNAVAILABLE
-        || (idempotent && status.is_server_error())
-}
-
-/// Sends what `build` makes, building it afresh for every attempt (a proof
-/// must never be sent twice), and retries per `policy`: 429 and 503 always,
-/// other 5xx and timeouts only when `idempotent`, connection failures always
-/// (nothing was sent). Honours `Retry-After`. Returns the last response.
-pub(crate) async fn send_with_retry<F, Fut>(
-    policy: &RetryPolicy,
-    url: &Url,
-    idempotent: bool,
-    mut build: F,
-) -> Result<Response>
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = Result<reqwest::RequestBuilder>>,
-{
-    let mut attempt = 0;
-    loop {
-        match build().await?.send().await {
-            Ok(resp) if retryable(resp.status(), idempotent) && attempt < policy.max_retries => {
-                let wait = policy.delay(attempt, header(&resp, "Retry-After").as_deref());
-                tracing::debug!(status = resp.status().as_u16(), ?wait, url = %display_url(url), "retrying");
-                tokio::time::sleep(wait).await;
-            }
-            Ok(resp) => return Ok(resp),
-            Err(e)
-                if (e.is_connect() || (idempotent && e.is_timeout()))
-                    && attempt < policy.max_retries =>
-            {
-                let wait = policy.delay(attempt, None);
-                tracing::debug!(error = %transport_message(&e), ?wait, url = %display_url(url), "retrying after a transport error");
-                tokio::time::sleep(wait).await;
-            }
-            Err(e) => return Err(Error::http(display_url(url), transport_message(&e))),
-        }
-        attempt += 1;
-    }
-}
-
-/// A transport error without the URL's query (which may hold secrets).
-fn transport_message(e: &reqwest::Error) -> String {
-    let kind = if e.is_timeout() {
-        "timed out"
-    } else if e.is_connect() {
-        "could not connect"
-    } else if e.is_request() {
-        "request failed"
-    } else {
-        "failed"
-    };
-    let mut source = std::error::Error::source(e);
-    let mut detail = String::new();
-    while let Some(s) = source {
-        detail = s.to_string();
-        source = s.source();
-    }
-    if detail.is_empty() {
-        kind.to_owned()
-    } else {
-        format!("{kind}: {detail}")
-    }
-}
-
 /// An HTTP client that sends every request with a PoP or DPoP token and a
 /// fresh proof bound to that request.
+///
+/// The key comes from a [`KeySource`]: a fixed [`PopKey`], a rotating
+/// [`KeySlot`](crate::KeySlot) or the process-wide key. Each request takes
+/// one snapshot of it and uses that snapshot for the token (cached per key
+/// thumbprint: a rotated key gets a token bound to it, fetched once) and for
+/// the proof, so the token's `cnf` and the proof's key always match.
 ///
 /// ```no_run
 /// # async fn demo() -> popkey::Result<()> {
@@ -135,20 +43,38 @@ fn transport_message(e: &reqwest::Error) -> String {
 /// println!("{}", resp.status());
 /// # Ok(()) }
 /// ```
+///
+/// Following the process-wide key (MSAL's rotating in-memory key):
+///
+/// ```no_run
+/// # async fn demo(req: popkey::client::TokenRequest) -> popkey::Result<()> {
+/// use popkey::client::{KeySource, PopClient};
+/// popkey::install_default_slot(popkey::KeySlot::open("mem:?rotate=8h")?)?;
+/// let client = PopClient::new(KeySource::process_default()?, req)?;
+/// // Every call signs with the key installed at that moment, and uses a
+/// // token bound to that key.
+/// let resp = client.get("https://orders.example.com/v1/orders").await?;
+/// # let _ = resp; Ok(()) }
+/// ```
+///
+/// With your own `reqwest::Client` and request builders, see
+/// [`PopClient::authorize`].
 #[derive(Clone, Debug)]
 pub struct PopClient {
     http: reqwest::Client,
     tokens: TokenClient,
     cache: Arc<TokenCache>,
     request: TokenRequest,
-    key: PopKey,
+    key: KeySource,
     nonces: Arc<Nonces>,
     retry: RetryPolicy,
 }
 
 impl PopClient {
-    /// A client for `request`'s tokens, bound to `key`.
-    pub fn new(key: PopKey, request: TokenRequest) -> Result<Self> {
+    /// A client for `request`'s tokens, bound to the key from `key`: a
+    /// [`PopKey`], an `Arc<KeySlot>`, a `&'static KeySlot` or any
+    /// [`KeySource`].
+    pub fn new(key: impl Into<KeySource>, request: TokenRequest) -> Result<Self> {
         Self::with_parts(
             key,
             request,
@@ -165,7 +91,7 @@ impl PopClient {
     /// redirect would resend a token request's body (with its client
     /// secret) to another host.
     pub fn with_parts(
-        key: PopKey,
+        key: impl Into<KeySource>,
         request: TokenRequest,
         http: reqwest::Client,
         cache: Arc<TokenCache>,
@@ -177,14 +103,20 @@ impl PopClient {
             http,
             cache,
             request,
-            key,
+            key: key.into(),
             nonces,
             retry,
         })
     }
 
-    /// The key proofs are signed with.
-    pub fn key(&self) -> &PopKey {
+    /// A snapshot of the key proofs are signed with now (it changes when
+    /// the client follows a rotating slot).
+    pub fn key(&self) -> PopKey {
+        self.key.current()
+    }
+
+    /// Where the client takes its key from.
+    pub fn key_source(&self) -> &KeySource {
         &self.key
     }
 
@@ -193,17 +125,128 @@ impl PopClient {
         &self.cache
     }
 
-    /// A token for this client (from the cache when fresh).
-    pub async fn token(&self) -> Result<Arc<super::TokenResponse>> {
-        let key = CacheKey::new(&self.request, self.key.kid());
+    /// A token bound to the current key (from the cache when fresh).
+    pub async fn token(&self) -> Result<Arc<TokenResponse>> {
+        self.token_for(&self.key.current()).await
+    }
+
+    /// A token bound to `key`, a snapshot the caller also signs with.
+    async fn token_for(&self, key: &PopKey) -> Result<Arc<TokenResponse>> {
+        let cache_key = CacheKey::new(&self.request, key.kid());
         self.cache
-            .get_or_fetch(&key, || self.tokens.request(&self.request, &self.key))
+            .get_or_fetch(&cache_key, || self.tokens.request(&self.request, key))
             .await
     }
 
     /// `GET url`.
     pub async fn get(&self, url: &str) -> Result<Response> {
         self.send(Method::GET, url, &[], None).await
+    }
+
+    /// Adds a token and a fresh proof to a request you built with your own
+    /// `reqwest::Client` (with `.query()`, `.json()`, your headers), then
+    /// send it with that client: the `reqwest` integration.
+    ///
+    /// The proof is signed for the request's final method and URL (query
+    /// included), so call this last, after everything that changes the URL.
+    /// It sets `Authorization` (`PoP <shr>`, `DPoP <token>` or
+    /// `Bearer <token>`) and, for DPoP, the `DPoP` header, replacing any
+    /// already there. The token and the proof come from one snapshot of the
+    /// key. A proof is good for one send: authorize again for every retry.
+    ///
+    /// ```no_run
+    /// # async fn demo(client: popkey::client::PopClient) -> Result<(), Box<dyn std::error::Error>> {
+    /// let http = reqwest::Client::new();
+    /// let request = http
+    ///     .post("https://orders.example.com/v1/orders")
+    ///     .query(&[("dry_run", "true")])
+    ///     .json(&serde_json::json!({"item": "widget"}))
+    ///     .build()?;
+    /// let mut response = http.execute(client.authorize(request).await?).await?;
+    /// if client.learn_nonce(&response) {
+    ///     // The server asked for a nonce: sign a fresh proof that carries it.
+    ///     let retry = http
+    ///         .post("https://orders.example.com/v1/orders")
+    ///         .query(&[("dry_run", "true")])
+    ///         .json(&serde_json::json!({"item": "widget"}))
+    ///         .build()?;
+    ///     response = http.execute(client.authorize(retry).await?).await?;
+    /// }
+    /// println!("{}", response.status());
+    /// # Ok(()) }
+    /// ```
+    pub async fn authorize(&self, mut request: reqwest::Request) -> Result<reqwest::Request> {
+        let key = self.key.current();
+        let token = self.token_for(&key).await?;
+        let nonce = self.nonces.get(&origin(request.url()));
+        let method = request.method().clone();
+        let url = request.url().as_str().to_owned();
+        let (auth, dpop) = self
+            .authorization(&key, &method, &url, &token, nonce.as_deref())
+            .await?;
+        let value = |v: &str| {
+            HeaderValue::from_str(v)
+                .map_err(|_| Error::request("a token or proof is not a valid header value"))
+        };
+        let mut auth = value(&auth)?;
+        auth.set_sensitive(true);
+        let headers = request.headers_mut();
+        headers.insert(AUTHORIZATION, auth);
+        match dpop {
+            Some(p) => {
+                headers.insert("DPoP", value(&p)?);
+            }
+            None => {
+                headers.remove("DPoP");
+            }
+        }
+        Ok(request)
+    }
+
+    /// Learns from a response to an [authorized](PopClient::authorize)
+    /// request: remembers the server nonce it carries (`DPoP-Nonce`,
+    /// `WWW-Authenticate: PoP nonce=…`, `Authentication-Info: nextnonce`)
+    /// for the next proof to that origin, and returns true when the
+    /// response is a nonce challenge (a 401 asking for a DPoP or PoP
+    /// nonce). Then authorize the request afresh and send it once more.
+    pub fn learn_nonce(&self, response: &Response) -> bool {
+        self.nonce_challenge(&origin(response.url()), response)
+    }
+
+    /// Records the nonces in `resp`; true when it is a 401 nonce challenge
+    /// for this client's scheme.
+    fn nonce_challenge(&self, origin: &str, resp: &Response) -> bool {
+        if let Some(n) = header(resp, "DPoP-Nonce") {
+            self.nonces.set(origin, &n);
+        }
+        if let Some(n) = header(resp, "Authentication-Info").and_then(|v| next_nonce(&v)) {
+            self.nonces.set(origin, &n);
+        }
+        if resp.status() != StatusCode::UNAUTHORIZED {
+            return false;
+        }
+        let challenges = header(resp, "WWW-Authenticate")
+            .map(|v| parse_www_authenticate(&v))
+            .unwrap_or_default();
+        match self.request.scheme {
+            Scheme::Dpop => {
+                challenges
+                    .iter()
+                    .any(|c| c.is("DPoP") && c.param("error") == Some("use_dpop_nonce"))
+                    && self.nonces.get(origin).is_some()
+            }
+            Scheme::Pop => {
+                let pop_nonce = challenges
+                    .iter()
+                    .find(|c| c.is("PoP"))
+                    .and_then(|c| c.param("nonce"));
+                if let Some(n) = pop_nonce {
+                    self.nonces.set(origin, n);
+                }
+                pop_nonce.is_some()
+            }
+            Scheme::Bearer => false,
+        }
     }
 
     /// Sends a request with a token and a fresh proof. A nonce challenge
@@ -224,7 +267,9 @@ impl PopClient {
             ))
         })?;
         let origin = origin(&parsed);
-        let token = self.token().await?;
+        // One snapshot for the token and every proof of this request.
+        let key = self.key.current();
+        let token = self.token_for(&key).await?;
         let idempotent = matches!(
             method,
             Method::GET
@@ -245,7 +290,7 @@ impl PopClient {
                     u.clone_from(&nonce);
                 }
                 let auth = self
-                    .authorization(&method, url, &token, nonce.as_deref())
+                    .authorization(&key, &method, url, &token, nonce.as_deref())
                     .await?;
                 let mut b = self.http.request(method.clone(), parsed.clone());
                 for (n, v) in headers {
@@ -262,51 +307,28 @@ impl PopClient {
             })
             .await?;
             let nonce = used.into_inner().unwrap_or_else(|e| e.into_inner());
-            if let Some(n) = header(&resp, "DPoP-Nonce") {
-                self.nonces.set(&origin, &n);
-            }
-            if let Some(n) = header(&resp, "Authentication-Info").and_then(|v| next_nonce(&v)) {
-                self.nonces.set(&origin, &n);
-            }
-            if resp.status() == StatusCode::UNAUTHORIZED && !nonce_retry_done {
-                let challenges = header(&resp, "WWW-Authenticate")
-                    .map(|v| parse_www_authenticate(&v))
-                    .unwrap_or_default();
-                let wants_nonce = match self.request.scheme {
-                    Scheme::Dpop => challenges
-                        .iter()
-                        .any(|c| c.is("DPoP") && c.param("error") == Some("use_dpop_nonce")),
-                    Scheme::Pop => {
-                        let pop_nonce = challenges
-                            .iter()
-                            .find(|c| c.is("PoP"))
-                            .and_then(|c| c.param("nonce"));
-                        if let Some(n) = pop_nonce {
-                            self.nonces.set(&origin, n);
-                        }
-                        pop_nonce.is_some()
-                    }
-                    Scheme::Bearer => false,
-                };
-                if wants_nonce && self.nonces.get(&origin) != nonce {
-                    nonce_retry_done = true;
-                    continue;
-                }
+            if self.nonce_challenge(&origin, &resp)
+                && !nonce_retry_done
+                && self.nonces.get(&origin) != nonce
+            {
+                nonce_retry_done = true;
+                continue;
             }
             return Ok(resp);
         }
     }
 
-    /// (`Authorization` value, `DPoP` header value).
+    /// (`Authorization` value, `DPoP` header value), signed by `key`.
     async fn authorization(
         &self,
+        key: &PopKey,
         method: &Method,
         url: &str,
-        token: &super::TokenResponse,
+        token: &TokenResponse,
         nonce: Option<&str>,
     ) -> Result<(String, Option<String>)> {
         let (key, m, u, at, n) = (
-            self.key.clone(),
+            key.clone(),
             method.as_str().to_owned(),
             url.to_owned(),
             token.access_token().to_owned(),

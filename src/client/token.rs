@@ -4,14 +4,14 @@
 use std::fmt;
 use std::str::FromStr;
 use std::sync::Arc;
-use std::time::Duration;
 
 use serde_json::{Map, Value};
 use url::Url;
 use zeroize::Zeroizing;
 
-use super::pop_client::{send_with_retry, RetryPolicy};
-use super::{display_url, origin, sign_blocking, Nonces};
+use super::key_source::KeySource;
+use super::retry::{send_with_retry, RetryPolicy};
+use super::{display_url, header, origin, sign_blocking, Nonces};
 use crate::assertion::{ClientAssertion, ASSERTION_TYPE};
 use crate::dpop::DpopProof;
 use crate::error::{Error, Result};
@@ -324,6 +324,19 @@ impl TokenClient {
         Ok(b)
     }
 
+    /// Takes one snapshot of `keys` and requests a token bound to it.
+    /// Returns the snapshot with the token: sign the proofs that go with
+    /// this token with that key (the source may have rotated since).
+    pub async fn request_current(
+        &self,
+        req: &TokenRequest,
+        keys: &KeySource,
+    ) -> Result<(PopKey, TokenResponse)> {
+        let key = keys.current();
+        let token = self.request(req, &key).await?;
+        Ok((key, token))
+    }
+
     /// Requests a token for `req`, bound (for `pop` and `dpop`) to `key`.
     pub async fn request(&self, req: &TokenRequest, key: &PopKey) -> Result<TokenResponse> {
         let endpoint = &req.token_endpoint;
@@ -385,13 +398,6 @@ fn is_loopback(url: &Url) -> bool {
         Some(url::Host::Ipv6(ip)) => ip.is_loopback(),
         None => false,
     }
-}
-
-pub(crate) fn header(resp: &reqwest::Response, name: &str) -> Option<String> {
-    resp.headers()
-        .get(name)
-        .and_then(|v| v.to_str().ok())
-        .map(str::to_owned)
 }
 
 /// `application/x-www-form-urlencoded`, zeroized after use.
@@ -478,6 +484,3 @@ fn parse_token_response(
         raw,
     })
 }
-
-/// Default per-request timeout for token and API calls.
-pub(crate) const DEFAULT_TIMEOUT: Duration = Duration::from_secs(30);

@@ -22,6 +22,8 @@ use axum::http::{HeaderMap, Method, StatusCode, Uri};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{any, get, post};
 use axum::{Json, Router};
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use base64::Engine;
 use popkey::verify::dpop::DpopVerifier;
 use popkey::verify::nonce::NonceIssuer;
 use popkey::verify::replay::MemoryReplayCache;
@@ -155,6 +157,23 @@ pub async fn spawn(config: Config, addr: &str) -> Running {
     }
 }
 
+/// base64url without padding (RFC 7515 §2).
+pub fn b64url(bytes: impl AsRef<[u8]>) -> String {
+    URL_SAFE_NO_PAD.encode(bytes)
+}
+
+/// Decodes base64url without padding.
+pub fn b64url_decode(text: &str) -> Option<Vec<u8>> {
+    URL_SAFE_NO_PAD.decode(text).ok()
+}
+
+/// A compact JWS of `header` and `payload` (compact JSON) signed by `key`.
+pub fn sign_jws(key: &PopKey, header: &[u8], payload: &[u8]) -> popkey::Result<String> {
+    let input = format!("{}.{}", b64url(header), b64url(payload));
+    let signature = key.sign(input.as_bytes())?;
+    Ok(format!("{input}.{}", b64url(signature)))
+}
+
 fn oauth_error(status: StatusCode, error: &str, description: &str) -> Response {
     (
         status,
@@ -274,7 +293,7 @@ async fn token(
     } else if form.get("token_type").map(String::as_str) == Some("pop") {
         let kid = form
             .get("req_cnf")
-            .and_then(|r| popkey::b64::decode(r).ok())
+            .and_then(|r| b64url_decode(r))
             .and_then(|b| serde_json::from_slice::<Value>(&b).ok())
             .and_then(|v| v["kid"].as_str().map(str::to_owned));
         match kid {
@@ -299,7 +318,7 @@ async fn token(
     if let Some(cnf) = cnf {
         claims["cnf"] = cnf;
     }
-    let at = popkey::jws::sign_compact(
+    let at = sign_jws(
         &s.key,
         br#"{"alg":"ES256","kid":"local-as","typ":"at+jwt"}"#,
         claims.to_string().as_bytes(),

@@ -59,12 +59,14 @@ impl Authority {
 
 /// Signs arbitrary JSON as a compact JWS with `key`.
 pub fn sign(key: &PopKey, header: Value, claims: Value) -> String {
-    popkey::jws::sign_compact(
-        key,
-        header.to_string().as_bytes(),
-        claims.to_string().as_bytes(),
-    )
-    .unwrap()
+    use base64::{engine::general_purpose::URL_SAFE_NO_PAD, Engine};
+    let input = format!(
+        "{}.{}",
+        URL_SAFE_NO_PAD.encode(header.to_string()),
+        URL_SAFE_NO_PAD.encode(claims.to_string())
+    );
+    let sig = key.sign(input.as_bytes()).unwrap();
+    format!("{input}.{}", URL_SAFE_NO_PAD.encode(sig))
 }
 
 /// Replaces the signature of a compact JWS with `sig`'s.
