@@ -1,6 +1,6 @@
 //! PKCS#11 keys against a real SoftHSM2: create, show, sign (SHR, DPoP),
 //! keys from other tools, attributes, exportable keys, threads, bad input.
-//! Every signature is verified with `ring` (tests/common).
+//! Every signature is verified with `ring` (tests/support/common.rs).
 #![cfg(feature = "pkcs11")]
 
 use popkey_testkit::common;

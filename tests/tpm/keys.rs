@@ -1,6 +1,6 @@
 //! TPM keys on a private swtpm: create, show and sign SHR and DPoP with
 //! ES256, RS256 and PS256, by key file and by persistent handle. Every
-//! signature is verified with `ring` (tests/common), not with popkey.
+//! signature is verified with `ring` (tests/support/common.rs), not with popkey.
 
 use popkey_testkit::common;
 use popkey_testkit::swtpm;
