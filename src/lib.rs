@@ -47,6 +47,7 @@ pub mod b64;
 mod backend;
 #[cfg(feature = "client")]
 pub mod client;
+mod crypto;
 pub mod dpop;
 mod error;
 mod global;
@@ -55,6 +56,7 @@ mod json;
 pub mod jwk;
 pub mod jws;
 mod key;
+mod pem;
 mod provider;
 pub mod shr;
 mod signer;
@@ -64,6 +66,7 @@ pub mod verify;
 
 pub use alg::Algorithm;
 pub use backend::KeyLocation;
+pub use crypto::crypto_provider;
 pub use error::{Error, Result};
 pub use global::{
     default_key, default_slot, install_default, install_default_slot, rotate_default, KeySlot,
