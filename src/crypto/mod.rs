@@ -477,7 +477,7 @@ pub(crate) struct SigningKey {
 
 enum PrivateInner {
     Ec(<Active as Provider>::EcPrivate),
-    Rsa(<Active as Provider>::RsaPrivate),
+    Rsa(Box<<Active as Provider>::RsaPrivate>),
 }
 
 /// The key formats [`SigningKey::from_der`] reads.
@@ -548,7 +548,7 @@ impl SigningKey {
         let (n, e) = Active::rsa_public_components(&key);
         let public = PublicKey::rsa(&n, &e)?;
         Ok(SigningKey {
-            inner: PrivateInner::Rsa(key),
+            inner: PrivateInner::Rsa(Box::new(key)),
             public,
         })
     }
