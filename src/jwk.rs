@@ -229,6 +229,7 @@ impl PublicJwk {
     }
 
     /// The key the crypto seam verifies with.
+    #[cfg_attr(not(feature = "tpm"), allow(dead_code))]
     pub(crate) fn crypto_key(&self) -> &crypto::PublicKey {
         &self.key
     }

@@ -29,6 +29,21 @@
 //! # Ok::<(), popkey::Error>(())
 //! ```
 //!
+//! ## Crypto providers
+//!
+//! Signature verification, software keys (`mem:`, `file:`), hashing and
+//! MACs go through one internal seam with two providers, chosen by feature
+//! in the style of rustls:
+//!
+//! * `aws-lc-rs` (default): AWS-LC, constant-time RSA and ECDSA;
+//! * `rust-crypto`: the pure-Rust RustCrypto crates (`p256`, `rsa`, `sha2`,
+//!   `hmac`) for targets where AWS-LC cannot build. **Software RSA signing
+//!   on this path is not constant-time** (RUSTSEC-2023-0071, the `rsa`
+//!   crate); prefer the default provider or hardware keys.
+//!
+//! With both on, aws-lc-rs is used; with neither, the build fails with a
+//! message. [`crypto_provider`] names the provider of a build.
+//!
 //! ## The contract
 //!
 //! [`PopCryptoProvider`] is the three-member contract MSAL calls

@@ -1,6 +1,6 @@
 //! The default provider: AWS-LC through `aws-lc-rs`.
 
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 
 use aws_lc_rs::encoding::AsDer;
 use aws_lc_rs::rand::SystemRandom;
@@ -16,11 +16,34 @@ use super::Provider;
 /// AWS-LC.
 pub(crate) struct AwsLc;
 
-/// An RSA public key parsed once for each padding.
+/// An RSA public key, parsed for a padding the first time it verifies
+/// with that padding (a key from a proof usually verifies once).
 #[derive(Clone)]
 pub(crate) struct RsaPublic {
-    pkcs1: Arc<ParsedPublicKey>,
-    pss: Arc<ParsedPublicKey>,
+    n: Vec<u8>,
+    e: Vec<u8>,
+    pkcs1: OnceLock<Option<Arc<ParsedPublicKey>>>,
+    pss: OnceLock<Option<Arc<ParsedPublicKey>>>,
+}
+
+impl RsaPublic {
+    fn parsed(&self, pss: bool) -> Option<&ParsedPublicKey> {
+        let (cell, params): (_, &'static signature::RsaParameters) = if pss {
+            (&self.pss, &signature::RSA_PSS_2048_8192_SHA256)
+        } else {
+            (&self.pkcs1, &signature::RSA_PKCS1_2048_8192_SHA256)
+        };
+        cell.get_or_init(|| {
+            RsaPublicKeyComponents {
+                n: &self.n,
+                e: &self.e,
+            }
+            .to_parsed_public_key(params)
+            .ok()
+            .map(Arc::new)
+        })
+        .as_deref()
+    }
 }
 
 impl Provider for AwsLc {
@@ -32,22 +55,24 @@ impl Provider for AwsLc {
     type Hasher = digest::Context;
 
     fn ec_public(point: &[u8; 65]) -> Result<Self::EcPublic, String> {
-        ParsedPublicKey::new(&signature::ECDSA_P256_SHA256_FIXED, point)
+        // As SubjectPublicKeyInfo: the form aws-lc-rs tries first.
+        let mut spki = [0u8; 91];
+        spki[..26].copy_from_slice(&super::EC_SPKI_PREFIX);
+        spki[26..].copy_from_slice(point);
+        ParsedPublicKey::new(&signature::ECDSA_P256_SHA256_FIXED, spki)
             .map(Arc::new)
             .map_err(|e| e.to_string())
     }
 
+    /// The components are checked by the seam (odd modulus of 2048–8192
+    /// bits, odd exponent below 2^33); AWS-LC parses them when they first
+    /// verify.
     fn rsa_public(n: &[u8], e: &[u8]) -> Result<Self::RsaPublic, String> {
-        let parts = RsaPublicKeyComponents { n, e };
-        let parse = |params| {
-            parts
-                .to_parsed_public_key(params)
-                .map(Arc::new)
-                .map_err(|e| format!("unusable RSA public key: {e}"))
-        };
         Ok(RsaPublic {
-            pkcs1: parse(&signature::RSA_PKCS1_2048_8192_SHA256)?,
-            pss: parse(&signature::RSA_PSS_2048_8192_SHA256)?,
+            n: n.to_vec(),
+            e: e.to_vec(),
+            pkcs1: OnceLock::new(),
+            pss: OnceLock::new(),
         })
     }
 
@@ -56,8 +81,8 @@ impl Provider for AwsLc {
     }
 
     fn verify_rsa(key: &Self::RsaPublic, pss: bool, msg: &[u8], sig: &[u8]) -> bool {
-        let key = if pss { &key.pss } else { &key.pkcs1 };
-        key.verify_sig(msg, sig).is_ok()
+        key.parsed(pss)
+            .is_some_and(|k| k.verify_sig(msg, sig).is_ok())
     }
 
     fn ec_generate() -> Result<Self::EcPrivate, String> {

@@ -342,6 +342,7 @@ fn der_integer(be: &[u8]) -> Vec<u8> {
 /// Converts a DER `ECDSA-Sig-Value` (`SEQUENCE { INTEGER r, INTEGER s }`)
 /// for P-256 into raw `r || s`. Strict DER: minimal lengths and integers,
 /// nothing after the sequence, `0 < r, s < 2^256`.
+#[cfg_attr(not(feature = "pkcs11"), allow(dead_code))]
 pub(crate) fn ecdsa_der_to_raw(der: &[u8]) -> Option<[u8; 64]> {
     fn take_tlv(input: &[u8], tag: u8) -> Option<(&[u8], &[u8])> {
         let (&t, rest) = input.split_first()?;
@@ -409,6 +410,7 @@ pub(crate) fn ecdsa_der_to_raw(der: &[u8]) -> Option<[u8; 64]> {
 /// is accepted is always decided by the provider ([`PublicKey::verify`]).
 /// The RSA public operation here is plain modular exponentiation on public
 /// values; nothing secret is involved.
+#[cfg_attr(not(feature = "tpm"), allow(dead_code))]
 pub(crate) fn pss_salt_len(key: &PublicKey, msg: &[u8], sig: &[u8]) -> Option<usize> {
     let PublicInner::Rsa { n, e, .. } = &key.inner else {
         return None;
