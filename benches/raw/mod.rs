@@ -10,17 +10,22 @@ use popkey::Algorithm;
 /// key must).
 pub struct RawKey {
     pub name: &'static str,
-    pub sign: Box<dyn Fn(&[u8]) -> Vec<u8>>,
-    pub verify: Box<dyn Fn(&[u8], &[u8]) -> bool>,
+    pub sign: SignFn,
+    pub verify: VerifyFn,
 }
+
+/// Signs a message.
+pub type SignFn = Box<dyn Fn(&[u8]) -> Vec<u8>>;
+/// Checks a signature over a message.
+pub type VerifyFn = Box<dyn Fn(&[u8], &[u8]) -> bool>;
 
 /// One key per library compiled in, for `alg`.
 pub fn keys(alg: Algorithm) -> Vec<RawKey> {
-    let mut out = Vec::new();
-    #[cfg(feature = "aws-lc-rs")]
-    out.push(aws_lc(alg));
-    out.push(rust_crypto(alg));
-    out
+    vec![
+        #[cfg(feature = "aws-lc-rs")]
+        aws_lc(alg),
+        rust_crypto(alg),
+    ]
 }
 
 #[cfg(feature = "aws-lc-rs")]
@@ -48,8 +53,7 @@ fn aws_lc(alg: Algorithm) -> RawKey {
         Algorithm::RS256 | Algorithm::PS256 => {
             let key = aws_lc_rs::rsa::KeyPair::generate(aws_lc_rs::rsa::KeySize::Rsa2048).unwrap();
             let public = key.public_key().as_ref().to_vec();
-            let (padding, params): (&'static dyn sig::RsaEncoding, _) = if alg == Algorithm::PS256
-            {
+            let (padding, params): (&'static dyn sig::RsaEncoding, _) = if alg == Algorithm::PS256 {
                 (&sig::RSA_PSS_SHA256, &sig::RSA_PSS_2048_8192_SHA256)
             } else {
                 (&sig::RSA_PKCS1_SHA256, &sig::RSA_PKCS1_2048_8192_SHA256)
@@ -124,5 +128,3 @@ fn rust_crypto(alg: Algorithm) -> RawKey {
         }
     }
 }
-
-use p256::elliptic_curve::sec1::ToEncodedPoint;
