@@ -251,3 +251,30 @@ fn ecdsa_der_conversion() {
     let key = PublicKey::ec(&point[1..33], &point[33..]).unwrap();
     assert!(key.verify(Algorithm::ES256, b"msg", &raw));
 }
+
+/// The TPM's PSS salt-length diagnosis recovers the salt length of
+/// signatures made by the `rsa` crate with chosen salt lengths, and finds
+/// no PSS structure in an RS256 signature.
+#[test]
+fn pss_salt_length_is_recovered() {
+    use rsa::signature::{RandomizedSigner, SignatureEncoding};
+    use rsa::traits::PublicKeyParts;
+    let private = rsa::RsaPrivateKey::new(&mut rand::rngs::OsRng, 2048).unwrap();
+    let public = PublicKey::rsa(&private.n().to_bytes_be(), &private.e().to_bytes_be()).unwrap();
+    let msg = b"popkey PSS salt-length probe";
+    let max = 256 - 32 - 2;
+    for salt in [32, 20, max] {
+        let key =
+            rsa::pss::SigningKey::<rsa::sha2::Sha256>::new_with_salt_len(private.clone(), salt);
+        let sig = key.sign_with_rng(&mut rand::rngs::OsRng, msg).to_vec();
+        assert_eq!(pss_salt_len(&public, msg, &sig), Some(salt));
+        assert_eq!(pss_salt_len(&public, b"other", &sig), None);
+        // Only the 32-byte salt is a JWS PS256 signature.
+        assert_eq!(public.verify(Algorithm::PS256, msg, &sig), salt == 32);
+    }
+    let pkcs1 = rsa::pkcs1v15::SigningKey::<rsa::sha2::Sha256>::new(private);
+    let sig = rsa::signature::Signer::sign(&pkcs1, msg).to_vec();
+    assert_eq!(pss_salt_len(&public, msg, &sig), None);
+    let ec = PublicKey::ec(&d(A3_X), &d(A3_Y)).unwrap();
+    assert_eq!(pss_salt_len(&ec, msg, &sig), None);
+}
