@@ -1,11 +1,15 @@
 //! What popkey adds around a signature: SHR and DPoP creation with a
-//! software ES256 key, beside the raw P-256 signature in the same run.
+//! software key (ES256, RS256, PS256), beside the raw signature of the
+//! crypto libraries in the same run (`raw_aws_lc_rs_sign`, the default
+//! provider; `raw_rust_crypto_sign`, the pure-Rust fallback).
 //!
-//! `cargo bench --bench signing`. Read `shr` minus `raw_p256_sign` (or the
-//! `*_jose_only` rows, where the signature costs nothing) as popkey's own work.
+//! `cargo bench --bench signing`. Read `shr` minus the raw row of the
+//! provider in use (or the `*_jose_only` rows, where the signature costs
+//! nothing) as popkey's own work.
+
+mod raw;
 
 use criterion::{black_box, criterion_group, criterion_main, Criterion};
-use p256::ecdsa::signature::Signer;
 use popkey::dpop::DpopProof;
 use popkey::shr::SignedHttpRequest;
 use popkey::{Algorithm, PopCryptoProvider, PopKey};
@@ -29,8 +33,6 @@ impl PopCryptoProvider for FreeSignature {
 }
 
 fn bench(c: &mut Criterion) {
-    let key = PopKey::open("mem:").expect("mem key");
-    let raw_key = p256::ecdsa::SigningKey::random(&mut rand::rngs::OsRng);
     let url = "https://api.example.com/v1/items?page=2";
     let token = format!(
         "eyJ0eXAiOiJKV1QiLCJhbGciOiJSUzI1NiJ9.{}.sig",
@@ -40,23 +42,27 @@ fn bench(c: &mut Criterion) {
     let dpop = DpopProof::new("GET", url)
         .and_then(|p| p.access_token(&token))
         .expect("proof");
-    let sample = shr.sign(&key).expect("sign");
-    let input = vec![b'A'; sample.rfind('.').unwrap_or(0)];
-    let free = FreeSignature(key.clone());
+    for alg in Algorithm::ALL {
+        let key = PopKey::open(&format!("mem:?alg={alg}")).expect("mem key");
+        let sample = shr.sign(&key).expect("sign");
+        let input = vec![b'A'; sample.rfind('.').unwrap_or(0)];
 
-    let mut g = c.benchmark_group("es256");
-    g.bench_function("raw_p256_sign", |b| {
-        b.iter(|| {
-            let s: p256::ecdsa::Signature = raw_key.sign(black_box(&input));
-            s
-        })
-    });
-    g.bench_function("popkey_sign", |b| b.iter(|| key.sign(black_box(&input))));
-    g.bench_function("shr", |b| b.iter(|| shr.sign(&key)));
-    g.bench_function("dpop", |b| b.iter(|| dpop.sign(&key)));
-    g.bench_function("shr_jose_only", |b| b.iter(|| shr.sign(&free)));
-    g.bench_function("dpop_jose_only", |b| b.iter(|| dpop.sign(&free)));
-    g.finish();
+        let mut g = c.benchmark_group(alg.as_str().to_lowercase());
+        for raw in raw::keys(alg) {
+            g.bench_function(format!("raw_{}_sign", raw.name), |b| {
+                b.iter(|| (raw.sign)(black_box(&input)))
+            });
+        }
+        g.bench_function("popkey_sign", |b| b.iter(|| key.sign(black_box(&input))));
+        g.bench_function("shr", |b| b.iter(|| shr.sign(&key)));
+        g.bench_function("dpop", |b| b.iter(|| dpop.sign(&key)));
+        if alg == Algorithm::ES256 {
+            let free = FreeSignature(key.clone());
+            g.bench_function("shr_jose_only", |b| b.iter(|| shr.sign(&free)));
+            g.bench_function("dpop_jose_only", |b| b.iter(|| dpop.sign(&free)));
+        }
+        g.finish();
+    }
 }
 
 criterion_group!(benches, bench);

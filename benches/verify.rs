@@ -1,6 +1,13 @@
 //! Verification cost: SHR and DPoP verification beside the raw signature
 //! verification they contain, in the same run. `cargo bench --bench verify`.
 //!
+//! `raw_signature_verify` is popkey's `PublicJwk::verify` (the crate's
+//! provider, key parsed once); `raw_aws_lc_rs_verify` and
+//! `raw_rust_crypto_verify` are the libraries alone, parsing the public key
+//! on every call as a verifier of a proof carrying its key must. The full
+//! verifiers with a replay store are measured by `popkey bench` (a replay
+//! store refuses the repeated proof a criterion loop would send).
+//!
 //! The access token is only decoded here (`DecodeOnly`), so the difference
 //! between a `verify_*` row and its `raw_*` row is popkey's JOSE and claim
 //! work. Validating the token's own signature with a JWKS adds one more
@@ -10,6 +17,8 @@ use std::sync::Arc;
 
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine;
+mod raw;
+
 use criterion::{black_box, criterion_group, criterion_main, Criterion};
 use popkey::dpop::DpopProof;
 use popkey::shr::SignedHttpRequest;
@@ -30,7 +39,7 @@ fn bench(c: &mut Criterion) {
     let jwks =
         Arc::new(JwksValidator::from_jwks(&json!({"keys": [jwk]}).to_string()).expect("jwks"));
 
-    for alg in ["ES256", "PS256"] {
+    for alg in ["ES256", "RS256", "PS256"] {
         let key = PopKey::open(&format!("mem:?alg={alg}")).expect("key");
         let now = 1_800_000_000;
         let claims = json!({"exp": now + 3600, "cnf": {"kid": key.kid(), "jkt": key.kid()}, "pad": "A".repeat(900)});
@@ -58,6 +67,12 @@ fn bench(c: &mut Criterion) {
         let req = Request::new("GET", URL);
 
         let mut g = c.benchmark_group(alg.to_lowercase());
+        for raw in raw::keys(alg_v) {
+            let raw_sig = (raw.sign)(input.as_bytes());
+            g.bench_function(format!("raw_{}_verify", raw.name), |b| {
+                b.iter(|| assert!((raw.verify)(black_box(input.as_bytes()), &raw_sig)))
+            });
+        }
         g.bench_function("raw_signature_verify", |b| {
             b.iter(|| public.verify(alg_v, black_box(input.as_bytes()), &sig))
         });

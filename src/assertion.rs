@@ -12,7 +12,6 @@
 //! ```
 
 use rand::RngCore;
-use sha2::{Digest, Sha256};
 
 use crate::b64;
 use crate::error::{Error, Result};
@@ -68,7 +67,7 @@ impl ClientAssertion {
     /// certificate chain in PEM (leaf first).
     pub fn certificate_pem(mut self, pem: &str, include_chain: bool) -> Result<Self> {
         let ders = pem_certificates(pem)?;
-        self.x5t_s256 = Some(b64::encode(Sha256::digest(&ders[0])));
+        self.x5t_s256 = Some(b64::encode(crate::crypto::sha256(&ders[0])));
         if include_chain {
             use base64::Engine;
             self.x5c = Some(

@@ -13,7 +13,6 @@
 //! ```
 
 use rand::RngCore;
-use sha2::{Digest, Sha256};
 
 use crate::b64;
 use crate::error::{Error, Result};
@@ -129,5 +128,5 @@ impl DpopProof {
 
 /// The `ath` claim: base64url(SHA-256(ASCII(access token))), RFC 9449 §4.2.
 pub fn ath(access_token: &str) -> String {
-    b64::encode(Sha256::digest(access_token.as_bytes()))
+    b64::encode(crate::crypto::sha256(access_token.as_bytes()))
 }

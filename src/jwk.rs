@@ -3,14 +3,13 @@
 
 use std::fmt;
 
-use p256::ecdsa::signature::Verifier;
 use rsa::traits::PublicKeyParts;
-use rsa::{BigUint, RsaPublicKey};
+use rsa::RsaPublicKey;
 use serde_json::{Map, Value};
-use sha2::{Digest, Sha256};
 
 use crate::alg::Algorithm;
 use crate::b64;
+use crate::crypto::{self, RawPublic};
 use crate::error::{Error, Result};
 use crate::text::clip;
 
@@ -28,69 +27,66 @@ const RSA_PRIVATE: &[&str] = &["d", "p", "q", "dp", "dq", "qi", "oth"];
 /// its canonical JSON and thumbprint are computed once.
 #[derive(Clone)]
 pub struct PublicJwk {
-    key: KeyMaterial,
+    key: crypto::PublicKey,
     canonical: String,
     thumbprint: String,
 }
 
-#[derive(Clone)]
-enum KeyMaterial {
-    Ec(p256::ecdsa::VerifyingKey),
-    Rsa(RsaPublicKey),
-}
-
 impl PublicJwk {
-    /// A JWK for a P-256 public key.
-    pub fn from_p256(key: &p256::ecdsa::VerifyingKey) -> Self {
-        Self::new(KeyMaterial::Ec(*key))
+    /// A JWK for a P-256 public key (from the RustCrypto `p256` crate).
+    pub fn from_p256(key: &p256::ecdsa::VerifyingKey) -> Result<Self> {
+        let point = key.to_encoded_point(false);
+        match (point.x(), point.y()) {
+            (Some(x), Some(y)) => Self::from_ec_coordinates(x, y),
+            _ => Err(Error::jwk("the P-256 key has no affine coordinates")),
+        }
     }
 
-    /// A JWK for an RSA public key; fails outside 2048–8192 bits.
+    /// A JWK for an RSA public key (from the RustCrypto `rsa` crate); fails
+    /// outside 2048–8192 bits.
     pub fn from_rsa(key: &RsaPublicKey) -> Result<Self> {
-        check_rsa_size(key.n().bits())?;
-        Ok(Self::new(KeyMaterial::Rsa(key.clone())))
+        Self::from_rsa_components(&key.n().to_bytes_be(), &key.e().to_bytes_be())
     }
 
     /// A JWK for a P-256 point given as its two 32-byte affine coordinates.
     pub fn from_ec_coordinates(x: &[u8], y: &[u8]) -> Result<Self> {
-        if x.len() != 32 || y.len() != 32 {
-            return Err(Error::jwk(format!(
-                "P-256 coordinates must be 32 bytes each, got {} and {}",
-                x.len(),
-                y.len()
-            )));
-        }
-        let point = p256::EncodedPoint::from_affine_coordinates(x.into(), y.into(), false);
-        let key = p256::ecdsa::VerifyingKey::from_encoded_point(&point)
-            .map_err(|_| Error::jwk("the x/y coordinates are not a point on P-256"))?;
-        Ok(Self::from_p256(&key))
+        crypto::PublicKey::ec(x, y)
+            .map(Self::new)
+            .map_err(Error::jwk)
     }
 
     /// A JWK for an RSA key given as big-endian modulus and exponent bytes.
     pub fn from_rsa_components(n: &[u8], e: &[u8]) -> Result<Self> {
-        let n = BigUint::from_bytes_be(n);
-        let e = BigUint::from_bytes_be(e);
-        check_rsa_size(n.bits())?;
-        let key = RsaPublicKey::new_with_max_size(n, e, MAX_RSA_BITS)
-            .map_err(|err| Error::jwk(format!("unusable RSA public key: {err}")))?;
-        Self::from_rsa(&key)
+        let first = n.iter().position(|&b| b != 0).unwrap_or(n.len());
+        let n = &n[first..];
+        let bits = n
+            .first()
+            .map_or(0, |b| n.len() * 8 - b.leading_zeros() as usize);
+        check_rsa_size(bits)?;
+        crypto::PublicKey::rsa(n, e)
+            .map(Self::new)
+            .map_err(|err| Error::jwk(format!("unusable RSA public key: {err}")))
     }
 
-    fn new(key: KeyMaterial) -> Self {
-        let canonical = match &key {
-            KeyMaterial::Ec(vk) => {
-                let point = vk.to_encoded_point(false);
-                // An uncompressed point from a valid key always has both coordinates.
-                let (x, y) = match (point.x(), point.y()) {
-                    (Some(x), Some(y)) => (b64::encode(x), b64::encode(y)),
-                    _ => (String::new(), String::new()),
-                };
-                format!(r#"{{"crv":"P-256","kty":"EC","x":"{x}","y":"{y}"}}"#)
-            }
-            KeyMaterial::Rsa(pk) => format!(
+    /// Wraps a key the crypto seam validated; RSA keys must be 2048–8192 bits.
+    pub(crate) fn from_crypto(key: &crypto::PublicKey) -> Result<Self> {
+        if let Some(bits) = key.rsa_bits() {
+            check_rsa_size(bits)?;
+        }
+        Ok(Self::new(key.clone()))
+    }
+
+    fn new(key: crypto::PublicKey) -> Self {
+        let canonical = match key.raw() {
+            RawPublic::Ec { x, y } => format!(
+                r#"{{"crv":"P-256","kty":"EC","x":"{}","y":"{}"}}"#,
+                b64::encode(x),
+                b64::encode(y)
+            ),
+            RawPublic::Rsa { n, e } => format!(
                 r#"{{"e":"{}","kty":"RSA","n":"{}"}}"#,
-                b64::encode(pk.e().to_bytes_be()),
-                b64::encode(pk.n().to_bytes_be())
+                b64::encode(e),
+                b64::encode(n)
             ),
         };
         let thumbprint = thumbprint_of_canonical(&canonical);
@@ -175,38 +171,35 @@ impl PublicJwk {
 
     /// `EC` or `RSA`.
     pub fn kty(&self) -> &'static str {
-        match self.key {
-            KeyMaterial::Ec(_) => "EC",
-            KeyMaterial::Rsa(_) => "RSA",
+        match self.key.raw() {
+            RawPublic::Ec { .. } => "EC",
+            RawPublic::Rsa { .. } => "RSA",
         }
     }
 
     /// The RSA modulus size in bits, or `None` for an EC key.
     pub fn rsa_bits(&self) -> Option<usize> {
-        match &self.key {
-            KeyMaterial::Rsa(pk) => Some(pk.n().bits()),
-            KeyMaterial::Ec(_) => None,
-        }
+        self.key.rsa_bits()
     }
 
     /// Whether this key can verify `alg` signatures.
     pub fn fits(&self, alg: Algorithm) -> bool {
         matches!(
-            (&self.key, alg),
-            (KeyMaterial::Ec(_), Algorithm::ES256)
-                | (KeyMaterial::Rsa(_), Algorithm::RS256 | Algorithm::PS256)
+            (self.key.raw(), alg),
+            (RawPublic::Ec { .. }, Algorithm::ES256)
+                | (RawPublic::Rsa { .. }, Algorithm::RS256 | Algorithm::PS256)
         )
     }
 
     /// The exact JWS signature length `alg` produces with this key.
     pub fn signature_len(&self) -> usize {
-        match &self.key {
-            KeyMaterial::Ec(_) => 64,
-            KeyMaterial::Rsa(pk) => pk.size(),
-        }
+        self.key.signature_len()
     }
 
     /// Verifies a JWS signature (`alg` over `message`; ECDSA as raw `r || s`).
+    ///
+    /// The crate's crypto provider does the work: aws-lc-rs by default,
+    /// RustCrypto with only the `rust-crypto` feature.
     pub fn verify(&self, alg: Algorithm, message: &[u8], signature: &[u8]) -> Result<()> {
         if !self.fits(alg) {
             return Err(Error::AlgorithmMismatch(format!(
@@ -221,35 +214,24 @@ impl PublicJwk {
                 signature.len()
             )));
         }
-        let ok = match (&self.key, alg) {
-            (KeyMaterial::Ec(vk), _) => p256::ecdsa::Signature::from_slice(signature)
-                .map_err(|_| ())
-                .and_then(|sig| vk.verify(message, &sig).map_err(|_| ())),
-            (KeyMaterial::Rsa(pk), Algorithm::RS256) => {
-                let vk = rsa::pkcs1v15::VerifyingKey::<Sha256>::new(pk.clone());
-                rsa::pkcs1v15::Signature::try_from(signature)
-                    .map_err(|_| ())
-                    .and_then(|sig| vk.verify(message, &sig).map_err(|_| ()))
-            }
-            (KeyMaterial::Rsa(pk), _) => {
-                let vk = rsa::pss::VerifyingKey::<Sha256>::new(pk.clone());
-                rsa::pss::Signature::try_from(signature)
-                    .map_err(|_| ())
-                    .and_then(|sig| vk.verify(message, &sig).map_err(|_| ()))
-            }
-        };
-        ok.map_err(|()| Error::BadSignature(format!("{alg} signature does not match the key")))
+        if self.key.verify(alg, message, signature) {
+            Ok(())
+        } else {
+            Err(Error::BadSignature(format!(
+                "{alg} signature does not match the key"
+            )))
+        }
     }
 
     /// The key as a SubjectPublicKeyInfo DER document.
     pub fn to_spki_der(&self) -> Result<Vec<u8>> {
-        use spki::EncodePublicKey;
-        let doc = match &self.key {
-            KeyMaterial::Ec(vk) => vk.to_public_key_der(),
-            KeyMaterial::Rsa(pk) => pk.to_public_key_der(),
-        };
-        doc.map(|d| d.as_bytes().to_vec())
-            .map_err(|e| Error::jwk(format!("cannot encode SubjectPublicKeyInfo: {e}")))
+        Ok(self.key.spki_der())
+    }
+
+    /// The key the crypto seam verifies with.
+    #[cfg_attr(not(feature = "tpm"), allow(dead_code))]
+    pub(crate) fn crypto_key(&self) -> &crypto::PublicKey {
+        &self.key
     }
 }
 
@@ -277,16 +259,13 @@ impl fmt::Display for PublicJwk {
 
 impl spki::EncodePublicKey for PublicJwk {
     fn to_public_key_der(&self) -> spki::Result<spki::Document> {
-        match &self.key {
-            KeyMaterial::Ec(vk) => vk.to_public_key_der(),
-            KeyMaterial::Rsa(pk) => pk.to_public_key_der(),
-        }
+        spki::Document::try_from(self.key.spki_der()).map_err(spki::Error::from)
     }
 }
 
 /// The RFC 7638 thumbprint of an already canonical JWK: base64url(SHA-256(json)).
 pub fn thumbprint_of_canonical(canonical_json: &str) -> String {
-    b64::encode(Sha256::digest(canonical_json.as_bytes()))
+    b64::encode(crypto::sha256(canonical_json.as_bytes()))
 }
 
 fn check_rsa_size(bits: usize) -> Result<()> {

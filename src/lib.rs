@@ -29,6 +29,22 @@
 //! # Ok::<(), popkey::Error>(())
 //! ```
 //!
+//! ## Crypto providers
+//!
+//! Signature verification, software keys (`mem:`, `file:`), hashing and
+//! MACs go through one internal seam with two providers, chosen by feature
+//! in the style of rustls:
+//!
+//! * `aws-lc-rs` (default): AWS-LC, constant-time RSA and ECDSA;
+//! * `rust-crypto`: the pure-Rust RustCrypto crates (`p256`, `rsa`, `sha2`,
+//!   `hmac`) for targets where AWS-LC cannot build. **Software RSA signing
+//!   on this path is not constant-time** (RUSTSEC-2023-0071, the `rsa`
+//!   crate); prefer the default provider or hardware keys.
+//!
+//! With `aws-lc-rs` on, it is used; a build without it (for example
+//! `default-features = false`) uses RustCrypto. [`crypto_provider`] names
+//! the provider of a build.
+//!
 //! ## Features
 //!
 //! | feature | default | what it adds | pulls in |
@@ -37,10 +53,13 @@
 //! | `cli` | yes | the `popkey` command-line tool (no library API) | `clap` |
 //! | `pkcs11` | no | `pkcs11:` keys in any PKCS#11 token | `cryptoki` |
 //! | `tpm` | no | `tpm:` keys in a TPM 2.0 | `tss-esapi` (needs `libtss2-dev`) |
+//! | `aws-lc-rs` | yes | the AWS-LC crypto provider (see above) | `aws-lc-rs` (builds C with `cc`) |
+//! | `rust-crypto` | no | names the pure-Rust provider explicitly; used whenever `aws-lc-rs` is off | — |
 //!
 //! A library user who wants neither the CLI nor the HTTP client writes
-//! `popkey = { version = "0.1", default-features = false, features = ["pkcs11"] }`:
-//! no `clap`, `reqwest` or `tokio` then.
+//! `popkey = { version = "0.1", default-features = false, features = ["pkcs11", "aws-lc-rs"] }`:
+//! no `clap`, `reqwest` or `tokio` then (leave out `aws-lc-rs` for a
+//! pure-Rust build).
 //!
 //! ## Architecture
 //!
@@ -93,6 +112,7 @@ mod backend;
 #[cfg(feature = "client")]
 #[cfg_attr(docsrs, doc(cfg(feature = "client")))]
 pub mod client;
+mod crypto;
 pub mod dpop;
 mod error;
 mod global;
@@ -101,6 +121,7 @@ mod json;
 pub mod jwk;
 pub(crate) mod jws;
 mod key;
+mod pem;
 mod provider;
 pub mod shr;
 mod signer;
@@ -117,6 +138,7 @@ pub use error::Pkcs11Error;
 #[cfg(feature = "tpm")]
 pub use error::TpmError;
 pub use error::{Error, ErrorKind, Result};
+pub use crypto::crypto_provider;
 pub use global::{
     default_key, default_slot, install_default, install_default_slot, rotate_default, KeySlot,
 };

@@ -17,7 +17,6 @@
 //! ```
 
 use rand::RngCore;
-use sha2::{Digest, Sha256};
 
 use crate::b64;
 use crate::error::{Error, Result};
@@ -111,7 +110,7 @@ impl SignedHttpRequest {
 
     /// Signs the request body into `b`.
     pub fn body(mut self, body: &[u8]) -> Self {
-        self.body_hash = Some(b64::encode(Sha256::digest(body)));
+        self.body_hash = Some(b64::encode(crate::crypto::sha256(body)));
         self
     }
 
@@ -224,7 +223,7 @@ pub fn query_claim(query: &str) -> (Vec<String>, String) {
         .join("&");
     (
         unique.iter().map(|(n, _)| (*n).to_owned()).collect(),
-        b64::encode(Sha256::digest(canonical.as_bytes())),
+        b64::encode(crate::crypto::sha256(canonical.as_bytes())),
     )
 }
 
@@ -252,7 +251,7 @@ pub fn header_claim(headers: &[(String, String)]) -> (Vec<String>, String) {
         .join("\n");
     (
         unique.iter().map(|(n, _)| n.clone()).collect(),
-        b64::encode(Sha256::digest(canonical.as_bytes())),
+        b64::encode(crate::crypto::sha256(canonical.as_bytes())),
     )
 }
 
@@ -303,7 +302,7 @@ mod tests {
     fn repeated_and_malformed_are_dropped_values_not_decoded() {
         let (names, hash) = query_claim("a=1&b=%41%20&a=2&c&d=&e=x=y&f=ok");
         assert_eq!(names, ["b", "f"]);
-        assert_eq!(hash, b64::encode(Sha256::digest(b"b=%41%20&f=ok")));
+        assert_eq!(hash, b64::encode(crate::crypto::sha256(b"b=%41%20&f=ok")));
         let h = vec![
             ("X-A".to_owned(), "1".to_owned()),
             ("x-a".to_owned(), "2".to_owned()),
@@ -312,6 +311,6 @@ mod tests {
         ];
         let (names, hash) = header_claim(&h);
         assert_eq!(names, ["x-b"]);
-        assert_eq!(hash, b64::encode(Sha256::digest(b"x-b: v")));
+        assert_eq!(hash, b64::encode(crate::crypto::sha256(b"x-b: v")));
     }
 }

@@ -202,7 +202,14 @@ fn bench_prints_raw_beside_protocol_costs() {
         "2",
     ]))
     .unwrap();
-    for name in ["raw_sign", "shr", "dpop"] {
+    for name in [
+        "raw_sign",
+        "shr",
+        "dpop",
+        "raw_verify",
+        "verify_shr",
+        "verify_dpop",
+    ] {
         assert!(out[format!("{name}_per_sec")].as_f64().unwrap() > 0.0);
         let p50 = out[format!("{name}_p50_us")].as_f64().unwrap();
         let p99 = out[format!("{name}_p99_us")].as_f64().unwrap();
@@ -210,6 +217,10 @@ fn bench_prints_raw_beside_protocol_costs() {
     }
     assert!(out["shr_vs_raw"].as_f64().unwrap() > 0.0);
     assert_eq!(out["threads"], 2);
+    // The crypto libraries' own figures, the pure-Rust one always among them.
+    let libs = out["crypto_libraries"].as_object().unwrap();
+    assert!(libs["rust-crypto"]["verify_per_sec"].as_f64().unwrap() > 0.0);
+    assert!(libs.contains_key(popkey::crypto_provider()));
 }
 
 #[test]

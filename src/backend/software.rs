@@ -6,31 +6,25 @@ use std::fs;
 use std::io::Write;
 use std::path::{Path, PathBuf};
 
-use p256::pkcs8::{DecodePrivateKey, EncodePrivateKey, LineEnding};
-use rand::rngs::OsRng;
-use rsa::pkcs1::DecodeRsaPrivateKey;
-use rsa::signature::{RandomizedSigner, SignatureEncoding, Signer};
-use rsa::RsaPrivateKey;
-use sha2::Sha256;
 use zeroize::Zeroizing;
 
 use super::{Backend, KeyLocation};
 use crate::alg::Algorithm;
+use crate::crypto::{self, PrivateKeyFormat};
 use crate::error::{Error, Result};
 use crate::jwk::PublicJwk;
 
 /// Default RSA modulus size for new software keys.
 pub(crate) const DEFAULT_RSA_BITS: usize = 2048;
 
-enum Private {
-    Ec(p256::ecdsa::SigningKey),
-    Rs256(rsa::pkcs1v15::SigningKey<Sha256>),
-    Ps256(rsa::pss::BlindedSigningKey<Sha256>),
-}
+/// Largest `file:` key popkey reads (an RSA-4096 PKCS#8 PEM is ~3.3 KiB).
+const MAX_FILE_LEN: u64 = 64 * 1024;
 
-/// A software key pair.
+/// A software key pair. The crate's crypto provider holds the private key
+/// (aws-lc-rs by default; RustCrypto with only the `rust-crypto` feature).
 pub(crate) struct SoftwareKey {
-    private: Private,
+    private: crypto::SigningKey,
+    alg: Algorithm,
     public: PublicJwk,
     backend: &'static str,
 }
@@ -38,38 +32,21 @@ pub(crate) struct SoftwareKey {
 impl SoftwareKey {
     /// Generates a new key pair in memory.
     pub(crate) fn generate(alg: Algorithm, rsa_bits: usize, backend: &'static str) -> Result<Self> {
-        match alg {
-            Algorithm::ES256 => Ok(Self::from_ec(
-                p256::ecdsa::SigningKey::random(&mut OsRng),
-                backend,
-            )),
+        let fail = |message: String| Error::Backend { backend, message };
+        let key = match alg {
+            Algorithm::ES256 => crypto::SigningKey::generate_p256().map_err(fail)?,
             Algorithm::RS256 | Algorithm::PS256 => {
-                let key = RsaPrivateKey::new(&mut OsRng, rsa_bits).map_err(|e| Error::Backend {
-                    backend,
-                    message: format!("RSA-{rsa_bits} key generation failed: {e}"),
-                })?;
-                Self::from_rsa(key, alg, backend)
+                crypto::SigningKey::generate_rsa(rsa_bits).map_err(fail)?
             }
-        }
-    }
-
-    fn from_ec(key: p256::ecdsa::SigningKey, backend: &'static str) -> Self {
-        let public = PublicJwk::from_p256(key.verifying_key());
-        SoftwareKey {
-            private: Private::Ec(key),
-            public,
-            backend,
-        }
-    }
-
-    fn from_rsa(key: RsaPrivateKey, alg: Algorithm, backend: &'static str) -> Result<Self> {
-        let public = PublicJwk::from_rsa(&key.to_public_key())?;
-        let private = match alg {
-            Algorithm::PS256 => Private::Ps256(rsa::pss::BlindedSigningKey::new(key)),
-            _ => Private::Rs256(rsa::pkcs1v15::SigningKey::new(key)),
         };
+        Self::new(key, alg, backend)
+    }
+
+    fn new(private: crypto::SigningKey, alg: Algorithm, backend: &'static str) -> Result<Self> {
+        let public = PublicJwk::from_crypto(private.public_key())?;
         Ok(SoftwareKey {
             private,
+            alg,
             public,
             backend,
         })
@@ -77,15 +54,14 @@ impl SoftwareKey {
 
     /// The private key as PKCS#8 PEM (zeroized on drop).
     fn to_pkcs8_pem(&self) -> Result<Zeroizing<String>> {
-        let pem = match &self.private {
-            Private::Ec(k) => k.to_pkcs8_pem(LineEnding::LF),
-            Private::Rs256(k) => k.as_ref().to_pkcs8_pem(LineEnding::LF),
-            Private::Ps256(k) => k.as_ref().to_pkcs8_pem(LineEnding::LF),
-        };
-        pem.map_err(|e| Error::Backend {
-            backend: self.backend,
-            message: format!("cannot encode the key as PKCS#8: {e}"),
-        })
+        let der = self
+            .private
+            .to_pkcs8_der()
+            .map_err(|message| Error::Backend {
+                backend: self.backend,
+                message,
+            })?;
+        Ok(crate::pem::encode("PRIVATE KEY", &der))
     }
 
     /// Decodes a PEM private key: PKCS#8 (`PRIVATE KEY`), SEC1 (`EC PRIVATE
@@ -96,76 +72,54 @@ impl SoftwareKey {
             source_name: source.display().to_string(),
             reason,
         };
-        let label = pem
-            .lines()
-            .map(str::trim)
-            .find_map(|l| l.strip_prefix("-----BEGIN ")?.strip_suffix("-----"))
+        let label = crate::pem::first_label(pem)
             .ok_or_else(|| malformed("no PEM `-----BEGIN ...-----` line found".into()))?;
-        let key = match label {
-            "PRIVATE KEY" => {
-                if let Ok(k) = p256::ecdsa::SigningKey::from_pkcs8_pem(pem) {
-                    Ok(Key::Ec(k))
-                } else {
-                    RsaPrivateKey::from_pkcs8_pem(pem).map(|k| Key::Rsa(Box::new(k))).map_err(|e| {
-                        malformed(format!(
-                            "not a P-256 or RSA PKCS#8 private key ({e}); popkey reads EC P-256 and RSA keys"
-                        ))
-                    })
-                }
-            }
-            "EC PRIVATE KEY" => {
-                use p256::elliptic_curve::SecretKey;
-                SecretKey::<p256::NistP256>::from_sec1_pem(pem)
-                    .map(|sk| Key::Ec(sk.into()))
-                    .map_err(|e| malformed(format!("not a P-256 SEC1 private key: {e}")))
-            }
-            "RSA PRIVATE KEY" => RsaPrivateKey::from_pkcs1_pem(pem)
-                .map(|k| Key::Rsa(Box::new(k)))
-                .map_err(|e| malformed(format!("not a PKCS#1 RSA private key: {e}"))),
-            "ENCRYPTED PRIVATE KEY" => Err(malformed(
+        let format = match label {
+            "PRIVATE KEY" => PrivateKeyFormat::Pkcs8,
+            "EC PRIVATE KEY" => PrivateKeyFormat::Sec1,
+            "RSA PRIVATE KEY" => PrivateKeyFormat::Pkcs1,
+            "ENCRYPTED PRIVATE KEY" => return Err(malformed(
                 "encrypted PKCS#8 is not supported; keep keys that need protection in a TPM or HSM"
                     .into(),
             )),
-            "TSS2 PRIVATE KEY" => Err(malformed(
-                "this is a TPM key file; open it with a `tpm:path=...` URI".into(),
-            )),
-            other => Err(malformed(format!(
-                "PEM label `{}` is not a private key",
-                other.chars().take(40).collect::<String>()
-            ))),
-        }?;
-        match (key, alg) {
-            (Key::Ec(k), None | Some(Algorithm::ES256)) => Ok(Self::from_ec(k, "file")),
-            (Key::Rsa(k), None) => Self::from_rsa(*k, Algorithm::RS256, "file"),
-            (Key::Rsa(k), Some(a @ (Algorithm::RS256 | Algorithm::PS256))) => {
-                Self::from_rsa(*k, a, "file")
+            "TSS2 PRIVATE KEY" => {
+                return Err(malformed(
+                    "this is a TPM key file; open it with a `tpm:path=...` URI".into(),
+                ))
             }
-            (Key::Ec(_), Some(a)) => Err(Error::AlgorithmMismatch(format!(
-                "{} holds an EC P-256 key, which cannot sign {a}",
-                source.display()
-            ))),
-            (Key::Rsa(_), Some(a)) => Err(Error::AlgorithmMismatch(format!(
-                "{} holds an RSA key, which cannot sign {a}",
-                source.display()
-            ))),
-        }
+            other => {
+                return Err(malformed(format!(
+                    "PEM label `{}` is not a private key",
+                    other.chars().take(40).collect::<String>()
+                )))
+            }
+        };
+        let (_, der) = crate::pem::decode(pem).map_err(&malformed)?;
+        let key = crypto::SigningKey::from_der(&der, format).map_err(malformed)?;
+        let alg = match (key.is_rsa(), alg) {
+            (false, None | Some(Algorithm::ES256)) => Algorithm::ES256,
+            (true, None) => Algorithm::RS256,
+            (true, Some(a @ (Algorithm::RS256 | Algorithm::PS256))) => a,
+            (false, Some(a)) => {
+                return Err(Error::AlgorithmMismatch(format!(
+                    "{} holds an EC P-256 key, which cannot sign {a}",
+                    source.display()
+                )))
+            }
+            (true, Some(a)) => {
+                return Err(Error::AlgorithmMismatch(format!(
+                    "{} holds an RSA key, which cannot sign {a}",
+                    source.display()
+                )))
+            }
+        };
+        Self::new(key, alg, "file")
     }
-}
-
-// Short-lived (decoding only), so the size difference does not matter.
-#[allow(clippy::large_enum_variant)]
-enum Key {
-    Ec(p256::ecdsa::SigningKey),
-    Rsa(Box<RsaPrivateKey>),
 }
 
 impl Backend for SoftwareKey {
     fn algorithm(&self) -> Algorithm {
-        match self.private {
-            Private::Ec(_) => Algorithm::ES256,
-            Private::Rs256(_) => Algorithm::RS256,
-            Private::Ps256(_) => Algorithm::PS256,
-        }
+        self.alg
     }
 
     fn public_key(&self) -> &PublicJwk {
@@ -177,55 +131,30 @@ impl Backend for SoftwareKey {
     }
 
     fn sign(&self, signing_input: &[u8]) -> Result<Vec<u8>> {
-        let fail = |e: signature::Error| Error::Backend {
-            backend: self.backend,
-            message: format!("signing failed: {e}"),
-        };
-        match &self.private {
-            Private::Ec(k) => {
-                let sig: p256::ecdsa::Signature = k.try_sign(signing_input).map_err(fail)?;
-                Ok(sig.to_bytes().to_vec())
-            }
-            Private::Rs256(k) => Ok(k.try_sign(signing_input).map_err(fail)?.to_vec()),
-            Private::Ps256(k) => Ok(k
-                .try_sign_with_rng(&mut OsRng, signing_input)
-                .map_err(fail)?
-                .to_vec()),
-        }
+        self.private
+            .sign(self.alg, signing_input)
+            .map_err(|message| Error::Backend {
+                backend: self.backend,
+                message,
+            })
     }
 }
 
 /// Opens a `file:` key.
 pub(crate) fn open_file(path: &Path, alg: Option<Algorithm>) -> Result<SoftwareKey> {
-    let io = |action, source| Error::Io {
-        action,
-        path: path.to_path_buf(),
-        source,
-    };
-    let meta = fs::metadata(path).map_err(|e| {
-        if e.kind() == std::io::ErrorKind::NotFound {
-            Error::KeyNotFound(format!(
+    let text = crate::pem::read_file(
+        path,
+        MAX_FILE_LEN,
+        || {
+            format!(
                 "{} does not exist; create it with `popkey key create --key file:{}`",
                 path.display(),
                 path.display()
-            ))
-        } else {
-            io("cannot read", e)
-        }
-    })?;
-    check_private_mode(path, &meta)?;
-    if meta.len() > 64 * 1024 {
-        return Err(Error::MalformedKey {
-            source_name: path.display().to_string(),
-            reason: format!("{} bytes is too large for a PEM private key", meta.len()),
-        });
-    }
-    let bytes = Zeroizing::new(fs::read(path).map_err(|e| io("cannot read", e))?);
-    let text = std::str::from_utf8(&bytes).map_err(|_| Error::MalformedKey {
-        source_name: path.display().to_string(),
-        reason: "not a text (PEM) file".into(),
-    })?;
-    SoftwareKey::from_pem(text, alg, path)
+            )
+        },
+        |meta| check_private_mode(path, meta),
+    )?;
+    SoftwareKey::from_pem(&text, alg, path)
 }
 
 /// Creates a `file:` key: generates it and writes PKCS#8 PEM with mode 0600.

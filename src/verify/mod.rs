@@ -355,13 +355,12 @@ impl NoncePolicy {
 
 /// A replay-store key that does not depend on attacker-chosen layout.
 pub(crate) fn replay_id(prefix: &str, parts: &[&[u8]]) -> String {
-    use sha2::{Digest, Sha256};
-    let mut h = Sha256::new();
+    let mut h = crate::crypto::Sha256::new();
     for p in parts {
-        h.update((p.len() as u64).to_be_bytes());
+        h.update(&(p.len() as u64).to_be_bytes());
         h.update(p);
     }
-    format!("{prefix}:{}", crate::b64::encode(h.finalize()))
+    format!("{prefix}:{}", crate::b64::encode(h.finish()))
 }
 
 /// What both verifiers check the same way: the access-token validator, the

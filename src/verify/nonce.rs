@@ -7,14 +7,10 @@
 
 use std::sync::RwLock;
 
-use hmac::{Hmac, Mac};
 use rand::RngCore;
-use sha2::Sha256;
 use zeroize::Zeroizing;
 
 use super::{err, ErrorKind, VerifyError};
-
-type HmacSha256 = Hmac<Sha256>;
 
 const TAG_LEN: usize = 16;
 const DOMAIN: &[u8] = b"popkey server nonce v1";
@@ -128,21 +124,20 @@ impl NonceIssuer {
     }
 }
 
-fn mac(secret: &[u8; 32], ts: u64) -> HmacSha256 {
-    // HMAC accepts keys of any length; 32 bytes cannot fail.
-    let mut m = <HmacSha256 as Mac>::new_from_slice(secret).unwrap_or_else(|_| unreachable!());
-    m.update(DOMAIN);
-    m.update(&ts.to_be_bytes());
-    m
+fn mac(secret: &[u8; 32], ts: u64) -> [u8; 32] {
+    crate::crypto::hmac_sha256(secret, &[DOMAIN, &ts.to_be_bytes()])
 }
 
 fn tag(secret: &[u8; 32], ts: u64) -> Vec<u8> {
-    mac(secret, ts).finalize().into_bytes().to_vec()
+    mac(secret, ts).to_vec()
 }
 
-/// Constant-time comparison of a truncated tag.
+/// Constant-time comparison of a truncated tag (1 to 32 bytes).
 fn check_tag(secret: &[u8; 32], ts: u64, tag: &[u8]) -> bool {
-    mac(secret, ts).verify_truncated_left(tag).is_ok()
+    let full = mac(secret, ts);
+    !tag.is_empty()
+        && tag.len() <= full.len()
+        && crate::crypto::constant_time_eq(&full[..tag.len()], tag)
 }
 
 impl std::fmt::Debug for NonceIssuer {

@@ -3,7 +3,6 @@
 use std::sync::Arc;
 
 use serde_json::{Map, Value};
-use sha2::{Digest, Sha256};
 
 use super::jose::{check_time, embedded_key, typ_is, ParsedJws};
 use super::token::{check_binding, AccessTokenValidator, Binding};
@@ -285,7 +284,7 @@ impl ShrVerifier {
 }
 
 fn hash_of(bytes: &[u8]) -> String {
-    crate::b64::encode(Sha256::digest(bytes))
+    crate::b64::encode(crate::crypto::sha256(bytes))
 }
 
 /// Percent-decodes a query component the way form parsers do (`+` is a

@@ -378,3 +378,59 @@ fn debug_output_names_the_key_not_its_secret() {
     let body: String = pem.lines().filter(|l| !l.starts_with("-----")).collect();
     assert!(!debug.contains(&body[..20]));
 }
+
+/// Files written by earlier popkey versions (which encoded keys with the
+/// RustCrypto `p256` and `rsa` crates: PKCS#8, and SEC1/PKCS#1 from other
+/// tools) open with whichever crypto provider this build uses, and sign
+/// what ring verifies.
+#[test]
+fn keys_written_by_the_rustcrypto_encoders_still_open() {
+    use p256::pkcs8::{EncodePrivateKey, LineEnding};
+    use rsa::pkcs1::EncodeRsaPrivateKey;
+    let dir = tempfile::tempdir().unwrap();
+    let ec = p256::ecdsa::SigningKey::random(&mut rand::rngs::OsRng);
+    let ec_secret = p256::SecretKey::from(&ec);
+    let rsa = rsa::RsaPrivateKey::new(&mut rand::rngs::OsRng, 2048).unwrap();
+    let files: Vec<(&str, String, Option<&str>, Algorithm)> = vec![
+        (
+            "ec-pkcs8.pem",
+            ec.to_pkcs8_pem(LineEnding::LF).unwrap().to_string(),
+            None,
+            Algorithm::ES256,
+        ),
+        (
+            "ec-sec1.pem",
+            ec_secret.to_sec1_pem(LineEnding::LF).unwrap().to_string(),
+            None,
+            Algorithm::ES256,
+        ),
+        (
+            "rsa-pkcs8.pem",
+            rsa.to_pkcs8_pem(LineEnding::LF).unwrap().to_string(),
+            Some("PS256"),
+            Algorithm::PS256,
+        ),
+        (
+            "rsa-pkcs1.pem",
+            rsa.to_pkcs1_pem(LineEnding::LF).unwrap().to_string(),
+            None,
+            Algorithm::RS256,
+        ),
+    ];
+    for (name, pem, alg, want) in files {
+        let path = dir.path().join(name);
+        std::fs::write(&path, pem.as_bytes()).unwrap();
+        chmod600(&path);
+        let uri = match alg {
+            Some(a) => format!("{}?alg={a}", file_uri(&path)),
+            None => file_uri(&path),
+        };
+        let key = PopKey::open(&uri).unwrap_or_else(|e| panic!("{name}: {e}"));
+        assert_eq!(key.algorithm(), want, "{name}");
+        let dpop = popkey::dpop::DpopProof::new("POST", "https://as.example/token")
+            .unwrap()
+            .sign(&key)
+            .unwrap();
+        common::verify_dpop(&dpop);
+    }
+}

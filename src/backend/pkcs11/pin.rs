@@ -7,7 +7,6 @@ use std::io::Read;
 use std::sync::{Mutex, OnceLock, PoisonError};
 
 use rand::RngCore;
-use sha2::{Digest, Sha256};
 
 use cryptoki::types::AuthPin;
 use zeroize::Zeroizing;
@@ -88,10 +87,10 @@ impl Pin {
             s
         });
         let p = self.0.as_deref()?;
-        let mut h = Sha256::new();
+        let mut h = crate::crypto::Sha256::new();
         h.update(salt);
         h.update(p.as_bytes());
-        Some(h.finalize().into())
+        Some(h.finish())
     }
 
     /// The PIN in cryptoki's form (a `secrecy` box, zeroized on drop).

@@ -8,7 +8,6 @@ use cryptoki::mechanism::rsa::{PkcsMgfType, PkcsPssParams};
 use cryptoki::mechanism::{Mechanism, MechanismType};
 use cryptoki::object::ObjectHandle;
 use cryptoki::session::Session;
-use sha2::{Digest, Sha256};
 
 use super::errors::{Ctx, Fail};
 use crate::alg::Algorithm;
@@ -39,7 +38,7 @@ pub(super) fn sign(
 ) -> Result<Vec<u8>, Fail> {
     match alg {
         Algorithm::ES256 => {
-            let digest = Sha256::digest(input);
+            let digest = crate::crypto::sha256(input);
             let sig = session.sign(mechanism, key, &digest).ctx("sign")?;
             Ok(ecdsa_raw(sig)?)
         }
@@ -57,8 +56,8 @@ pub(super) fn ecdsa_raw(sig: Vec<u8>) -> Result<Vec<u8>, Error> {
         return Ok(sig);
     }
     if sig.first() == Some(&0x30) {
-        if let Ok(s) = p256::ecdsa::Signature::from_der(&sig) {
-            return Ok(s.to_bytes().to_vec());
+        if let Some(raw) = crate::crypto::ecdsa_der_to_raw(&sig) {
+            return Ok(raw.to_vec());
         }
     }
     if sig.len() % 2 == 0 && sig.len() < 64 && !sig.is_empty() {

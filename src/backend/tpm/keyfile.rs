@@ -112,8 +112,8 @@ impl KeyFile {
                 )))
             }
         }
-        let (_, der) = der::pem::decode_vec(block.as_bytes())
-            .map_err(|e| malformed(format!("bad PEM encoding: {e}")))?;
+        let (_, der) =
+            crate::pem::decode(block).map_err(|e| malformed(format!("bad PEM encoding: {e}")))?;
         Self::from_der(&der).map_err(malformed)
     }
 

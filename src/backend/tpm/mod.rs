@@ -22,7 +22,6 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Instant;
 
-use sha2::{Digest as _, Sha256};
 use tss_esapi::structures::{Auth, Digest, Private, Public, Signature};
 use tss_esapi::traits::{Marshall, UnMarshall};
 
@@ -217,34 +216,26 @@ impl TpmKey {
     /// maximum; the latter cannot make PS256 signatures, and saying so
     /// beats a bare pair-check failure.
     fn check_pss_salt(&self) -> Result<()> {
-        use rsa::pkcs8::DecodePublicKey;
-        use rsa::signature::Verifier;
         let probe = b"popkey PSS salt-length probe";
         let sig = self.sign_unchecked(probe)?;
-        let Ok(public) = rsa::RsaPublicKey::from_public_key_der(&self.info.jwk.to_spki_der()?)
+        let Some(salt) = crate::crypto::pss_salt_len(self.info.jwk.crypto_key(), probe, &sig)
         else {
+            // Not PSS at all: the pair check that follows says so.
             return Ok(());
         };
-        let Ok(sig) = rsa::pss::Signature::try_from(sig.as_slice()) else {
-            return Ok(());
-        };
-        let verifies = |salt: usize| {
-            rsa::pss::VerifyingKey::<Sha256>::new_with_salt_len(public.clone(), salt)
-                .verify(probe, &sig)
-                .is_ok()
-        };
-        if verifies(32) {
+        if salt == 32 {
             return Ok(());
         }
-        let em_len = (rsa::traits::PublicKeyParts::n(&public).bits() + 6) / 8;
-        if em_len > 34 && verifies(em_len - 34) {
-            return Err(Error::AlgorithmMismatch(format!(
-                "{}: this TPM makes RSA-PSS signatures with the maximum salt length ({} bytes); JWS PS256 requires a 32-byte salt, so use RS256 with this TPM",
-                self.spec.name,
-                em_len - 34
-            )));
-        }
-        Ok(())
+        let em_len = self.info.jwk.rsa_bits().map_or(0, |bits| (bits + 6) / 8);
+        let which = if em_len > 34 && salt == em_len - 34 {
+            "the maximum salt length"
+        } else {
+            "a salt length"
+        };
+        Err(Error::AlgorithmMismatch(format!(
+            "{}: this TPM makes RSA-PSS signatures with {which} ({salt} bytes); JWS PS256 requires a 32-byte salt, so use RS256 with this TPM",
+            self.spec.name
+        )))
     }
 }
 
@@ -310,12 +301,13 @@ impl TpmKey {
 
     /// The TPM's signature, in JWS form, unverified.
     fn sign_unchecked(&self, signing_input: &[u8]) -> Result<Vec<u8>> {
-        let digest = Digest::try_from(Sha256::digest(signing_input).to_vec()).map_err(|e| {
-            Error::Backend {
-                backend: "tpm",
-                message: format!("cannot pass the digest to the TSS: {e}"),
-            }
-        })?;
+        let digest =
+            Digest::try_from(crate::crypto::sha256(signing_input).to_vec()).map_err(|e| {
+                Error::Backend {
+                    backend: "tpm",
+                    message: format!("cannot pass the digest to the TSS: {e}"),
+                }
+            })?;
         let sig = self
             .device
             .device
@@ -387,37 +379,19 @@ fn read_auth(path: Option<&Path>) -> Result<Option<Auth>> {
 }
 
 fn read_key_file(path: &Path) -> Result<KeyFile> {
-    let meta = fs::metadata(path).map_err(|e| {
-        if e.kind() == std::io::ErrorKind::NotFound {
-            Error::KeyNotFound(format!(
+    let text = crate::pem::read_file(
+        path,
+        MAX_FILE_LEN,
+        || {
+            format!(
                 "{} does not exist; create it with PopKey::create(\"tpm:path={}\")",
                 path.display(),
                 path.display()
-            ))
-        } else {
-            Error::Io {
-                action: "cannot read",
-                path: path.to_path_buf(),
-                source: e,
-            }
-        }
-    })?;
-    if meta.len() > MAX_FILE_LEN {
-        return Err(Error::MalformedKey {
-            source_name: path.display().to_string(),
-            reason: format!("{} bytes is too large for a TPM key file", meta.len()),
-        });
-    }
-    let bytes = fs::read(path).map_err(|e| Error::Io {
-        action: "cannot read",
-        path: path.to_path_buf(),
-        source: e,
-    })?;
-    let text = std::str::from_utf8(&bytes).map_err(|_| Error::MalformedKey {
-        source_name: path.display().to_string(),
-        reason: "not a text (PEM) file".into(),
-    })?;
-    KeyFile::from_pem(text, path)
+            )
+        },
+        |_| Ok(()),
+    )?;
+    KeyFile::from_pem(&text, path)
 }
 
 fn blob_source(file: &KeyFile, path: &Path) -> Result<Source> {
