@@ -131,6 +131,7 @@ pub mod verify;
 
 pub use alg::Algorithm;
 pub use backend::{BackendKind, DeviceInfo, DeviceKind, KeyLocation};
+pub use crypto::crypto_provider;
 #[cfg(feature = "client")]
 pub use error::ClientError;
 #[cfg(feature = "pkcs11")]
@@ -138,7 +139,6 @@ pub use error::Pkcs11Error;
 #[cfg(feature = "tpm")]
 pub use error::TpmError;
 pub use error::{Error, ErrorKind, Result};
-pub use crypto::crypto_provider;
 pub use global::{
     default_key, default_slot, install_default, install_default_slot, rotate_default, KeySlot,
 };
