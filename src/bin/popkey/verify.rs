@@ -273,10 +273,12 @@ pub(crate) fn run(cmd: &VerifyCommand) -> Result<Outcome, String> {
                 .nonce(policy(c));
             let now = c.now.unwrap_or_else(unix_now);
             let proof = read_proof(&a.proof)?;
-            Ok(finish(
-                v.verify_at(&[&proof], &c.method, &c.url, a.access_token.as_deref(), now)
-                    .map(|ok| ok.claims),
-            ))
+            let authorization = a.access_token.as_ref().map(|t| format!("DPoP {t}"));
+            let mut req = Request::new(&c.method, &c.url).header("DPoP", &proof);
+            if let Some(auth) = &authorization {
+                req = req.header("Authorization", auth);
+            }
+            Ok(finish(v.verify_at(&req, now).map(|ok| ok.claims)))
         }
     }
 }
