@@ -82,6 +82,18 @@ impl ErrorKind {
         }
     }
 
+    /// The HTTP status to answer with: 503 (Service Unavailable) when the
+    /// replay store cannot record the proof (the client may retry the same
+    /// request later with a fresh proof; nothing is wrong with it), 401
+    /// otherwise (with the challenge from [`dpop_challenge`] or
+    /// [`pop_challenge`]).
+    pub fn http_status(self) -> u16 {
+        match self {
+            ErrorKind::ReplayStoreUnavailable => 503,
+            _ => 401,
+        }
+    }
+
     /// True when the fault lies with the access token rather than the proof
     /// (answer `invalid_token` rather than `invalid_dpop_proof`).
     pub fn is_token_problem(self) -> bool {
@@ -182,7 +194,9 @@ pub fn pop_challenge(nonce: Option<&str>, error: Option<&VerifyError>) -> String
 /// The `WWW-Authenticate` value for a failed DPoP request (RFC 9449 §7.1,
 /// §8, §12.2): `error="use_dpop_nonce"` when a nonce is needed (send a fresh
 /// `DPoP-Nonce` header with it), `invalid_token` when the access token is at
-/// fault, else `invalid_dpop_proof`; always with `algs`.
+/// fault, else `invalid_dpop_proof`; always with `algs`. Send it with
+/// [`ErrorKind::http_status`]: 401, or 503 when the replay store is
+/// unavailable.
 pub fn dpop_challenge(error: &VerifyError, algs: &[crate::Algorithm]) -> String {
     let code = match error.kind() {
         ErrorKind::NonceRequired | ErrorKind::InvalidNonce => "use_dpop_nonce",
@@ -213,6 +227,8 @@ mod tests {
         assert!(dpop_challenge(&e, &[]).starts_with(r#"DPoP error="invalid_token""#));
         let e = VerifyError::new(ErrorKind::Expired, "x");
         assert!(dpop_challenge(&e, &[]).starts_with(r#"DPoP error="invalid_dpop_proof""#));
+        assert_eq!(e.kind().http_status(), 401);
+        assert_eq!(ErrorKind::ReplayStoreUnavailable.http_status(), 503);
         assert_eq!(pop_challenge(Some("n1"), None), r#"PoP nonce="n1""#);
         assert_eq!(pop_challenge(None, None), "PoP");
         let e = VerifyError::new(

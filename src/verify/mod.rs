@@ -6,7 +6,9 @@
 //! * [`dpop::DpopVerifier`] — DPoP proofs, every check of RFC 9449 §4.3.
 //! * [`nonce::NonceIssuer`] — stateless server nonces (`PoP nonce=…`,
 //!   `DPoP-Nonce`).
-//! * [`replay::ReplayStore`] — seen `jti` / SHR values, in memory or shared.
+//! * [`replay::ReplayStore`] / [`replay::AsyncReplayStore`] — seen `jti` /
+//!   SHR values, in memory or shared (feature `redis`: `redis::RedisReplayStore`,
+//!   one Redis/Valkey for a fleet of instances).
 //! * [`token::AccessTokenValidator`] — the pluggable access-token check, with
 //!   a JWKS-based validator for JWT access tokens and (feature `client`)
 //!   `introspect::IntrospectionValidator` for opaque ones (RFC 7662).
@@ -20,6 +22,9 @@ pub mod dpop;
 pub mod introspect;
 mod jose;
 pub mod nonce;
+#[cfg(feature = "redis")]
+#[cfg_attr(docsrs, doc(cfg(feature = "redis")))]
+pub mod redis;
 pub mod replay;
 pub mod shr;
 pub mod token;
