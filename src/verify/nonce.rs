@@ -103,8 +103,11 @@ fn decode_secret(id: &str, text: &str) -> Result<Zeroizing<[u8; 32]>, KeyRingErr
     Ok(out)
 }
 
+/// One key of a ring: its id and secret.
+type RingKey = (String, Zeroizing<[u8; 32]>);
+
 /// Parses a ring (lines or JSON) into (id, secret), oldest first.
-fn parse_ring(text: &str) -> Result<Vec<(String, Zeroizing<[u8; 32]>)>, KeyRingError> {
+fn parse_ring(text: &str) -> Result<Vec<RingKey>, KeyRingError> {
     let mut keys = Vec::new();
     let trimmed = text.trim_start();
     if trimmed.starts_with('{') || trimmed.starts_with('[') {
