@@ -6,7 +6,6 @@
 #![cfg(feature = "redis")]
 
 #[path = "common/mod.rs"]
-#[allow(dead_code)]
 mod common;
 #[path = "support/redis.rs"]
 mod redis_server;
