@@ -263,6 +263,52 @@ fn cli_runs_share_replay_state_over_a_unix_socket() {
     assert_eq!(third["error"], "replay_store_unavailable");
 }
 
+/// `rediss://` with the password from a file: TLS verified against the
+/// test CA (through SSL_CERT_FILE), the password never printed.
+#[test]
+fn cli_over_tls_with_a_password_file() {
+    let password = "s3cret-Replay-Pass";
+    let server = RedisServer::tls_with_password(password);
+    let dir = tempfile::tempdir().unwrap();
+    let pass_file = dir.path().join("redis-password");
+    std::fs::write(&pass_file, format!("{password}\n")).unwrap();
+    let k = key();
+    let p = proof(&k);
+    common::verify_dpop(&p);
+    let run = |pass: Option<&std::path::Path>| {
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_popkey"));
+        cmd.args([
+            "verify", "dpop", "--proof", &p, "--method", "POST", "--url", URL,
+        ])
+        .args([
+            "--replay-store",
+            &server.url(),
+            "--replay-timeout-ms",
+            "2000",
+        ])
+        .env("SSL_CERT_FILE", server.ca_file());
+        if let Some(f) = pass {
+            cmd.arg("--replay-password-file").arg(f);
+        }
+        let out = cmd.output().unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+        assert!(!stderr.contains(password), "{stderr}");
+        let v: Value = serde_json::from_slice(&out.stdout).unwrap();
+        assert!(!v.to_string().contains(password));
+        (out.status.success(), v)
+    };
+    // Without the password: refused, fail closed.
+    let (ok, v) = run(None);
+    assert!(!ok);
+    assert_eq!(v["error"], "replay_store_unavailable", "{v}");
+    let (ok, v) = run(Some(&pass_file));
+    assert!(ok, "{v}");
+    let (ok, v) = run(Some(&pass_file));
+    assert!(!ok);
+    assert_eq!(v["error"], "replay");
+    assert_eq!(server.cli(&["DBSIZE"]), "1");
+}
+
 #[test]
 fn key_ring_nonces_cross_instances_and_rotate() {
     use base64::Engine;

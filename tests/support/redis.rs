@@ -21,6 +21,10 @@ pub struct RedisServer {
     child: Option<Child>,
     addr: Addr,
     dir: tempfile::TempDir,
+    /// TLS only (the CA file that signed the server's certificate).
+    tls_ca: Option<PathBuf>,
+    /// `requirepass`.
+    password: Option<String>,
 }
 
 fn free_port() -> u16 {
@@ -42,9 +46,105 @@ impl RedisServer {
             child: None,
             addr: Addr::Unix(sock),
             dir,
+            tls_ca: None,
+            password: None,
         };
         s.start();
         s
+    }
+
+    /// A server speaking TLS only (certificate for `localhost`, signed by
+    /// a CA made here with openssl: [`RedisServer::ca_file`]) and requiring
+    /// `password`.
+    pub fn tls_with_password(password: &str) -> Self {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let d = dir.path();
+        let openssl = |args: &[&str]| {
+            let ok = Command::new("openssl")
+                .args(args)
+                .current_dir(d)
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .status()
+                .expect("openssl is installed")
+                .success();
+            assert!(ok, "openssl {args:?}");
+        };
+        let ec = [
+            "-newkey",
+            "ec",
+            "-pkeyopt",
+            "ec_paramgen_curve:P-256",
+            "-nodes",
+        ];
+        openssl(
+            &[
+                &["req", "-x509"][..],
+                &ec,
+                &[
+                    "-keyout",
+                    "ca.key",
+                    "-out",
+                    "ca.pem",
+                    "-days",
+                    "2",
+                    "-subj",
+                    "/CN=popkey test CA",
+                ],
+            ]
+            .concat(),
+        );
+        openssl(
+            &[
+                &["req"][..],
+                &ec,
+                &[
+                    "-keyout",
+                    "server.key",
+                    "-out",
+                    "server.csr",
+                    "-subj",
+                    "/CN=localhost",
+                ],
+            ]
+            .concat(),
+        );
+        std::fs::write(
+            d.join("ext"),
+            "subjectAltName=DNS:localhost\nbasicConstraints=CA:FALSE\nextendedKeyUsage=serverAuth\n",
+        )
+        .expect("write ext");
+        openssl(&[
+            "x509",
+            "-req",
+            "-in",
+            "server.csr",
+            "-CA",
+            "ca.pem",
+            "-CAkey",
+            "ca.key",
+            "-CAcreateserial",
+            "-out",
+            "server.pem",
+            "-days",
+            "2",
+            "-extfile",
+            "ext",
+        ]);
+        let mut s = RedisServer {
+            child: None,
+            addr: Addr::Tcp(free_port()),
+            tls_ca: Some(d.join("ca.pem")),
+            dir,
+            password: Some(password.to_owned()),
+        };
+        s.start();
+        s
+    }
+
+    /// The CA file a TLS server's certificate chains to.
+    pub fn ca_file(&self) -> &std::path::Path {
+        self.tls_ca.as_deref().expect("a TLS server")
     }
 
     fn start_at(addr: Addr) -> Self {
@@ -52,6 +152,8 @@ impl RedisServer {
             child: None,
             addr,
             dir: tempfile::tempdir().expect("tempdir"),
+            tls_ca: None,
+            password: None,
         };
         s.start();
         s
@@ -60,6 +162,7 @@ impl RedisServer {
     /// The URL to connect with.
     pub fn url(&self) -> String {
         match &self.addr {
+            Addr::Tcp(p) if self.tls_ca.is_some() => format!("rediss://localhost:{p}/0"),
             Addr::Tcp(p) => format!("redis://127.0.0.1:{p}/0"),
             Addr::Unix(path) => format!("unix://{}", path.display()),
         }
@@ -77,9 +180,25 @@ impl RedisServer {
         cmd.args(["--save", "", "--appendonly", "no", "--bind", "127.0.0.1"])
             .arg("--dir")
             .arg(self.dir.path())
+            .arg("--logfile")
+            .arg(self.dir.path().join("redis.log"))
             .stdout(Stdio::null())
             .stderr(Stdio::null());
+        if let Some(pass) = &self.password {
+            cmd.args(["--requirepass", pass]);
+        }
         match &self.addr {
+            Addr::Tcp(p) if self.tls_ca.is_some() => {
+                let d = self.dir.path();
+                cmd.args(["--port", "0", "--tls-port", &p.to_string()])
+                    .args(["--tls-auth-clients", "no"])
+                    .arg("--tls-cert-file")
+                    .arg(d.join("server.pem"))
+                    .arg("--tls-key-file")
+                    .arg(d.join("server.key"))
+                    .arg("--tls-ca-cert-file")
+                    .arg(d.join("ca.pem"));
+            }
             Addr::Tcp(p) => {
                 cmd.args(["--port", &p.to_string()]);
             }
@@ -97,7 +216,8 @@ impl RedisServer {
             }
             std::thread::sleep(Duration::from_millis(20));
         }
-        panic!("redis-server did not answer PING at {}", self.url());
+        let log = std::fs::read_to_string(self.dir.path().join("redis.log")).unwrap_or_default();
+        panic!("redis-server did not answer PING at {}:\n{log}", self.url());
     }
 
     /// Kills the server (SIGKILL, by PID) and reaps it.
@@ -126,8 +246,12 @@ impl RedisServer {
     }
 
     fn ping(&self) -> bool {
+        if self.tls_ca.is_some() {
+            return self.try_cli(&["PING"]).is_some_and(|r| r == "PONG");
+        }
+        // Up, whether or not it wants a password first.
         self.raw(b"PING\r\n")
-            .is_some_and(|r| r.starts_with("+PONG"))
+            .is_some_and(|r| r.starts_with("+PONG") || r.starts_with("-NOAUTH"))
     }
 
     /// Sends one inline command, returns the first reply chunk.
@@ -154,14 +278,28 @@ impl RedisServer {
 
     /// Runs `redis-cli` against this server; returns its trimmed output.
     pub fn cli(&self, args: &[&str]) -> String {
+        self.try_cli(args)
+            .unwrap_or_else(|| panic!("redis-cli {args:?} failed"))
+    }
+
+    fn try_cli(&self, args: &[&str]) -> Option<String> {
         let mut cmd = Command::new("redis-cli");
         match &self.addr {
+            Addr::Tcp(p) if self.tls_ca.is_some() => cmd
+                .args(["--tls", "-h", "localhost", "-p", &p.to_string()])
+                .arg("--cacert")
+                .arg(self.ca_file()),
             Addr::Tcp(p) => cmd.args(["-h", "127.0.0.1", "-p", &p.to_string()]),
             Addr::Unix(path) => cmd.arg("-s").arg(path),
         };
-        let out = cmd.args(args).output().expect("redis-cli is installed");
-        assert!(out.status.success(), "redis-cli {args:?} failed");
-        String::from_utf8_lossy(&out.stdout).trim().to_owned()
+        if let Some(pass) = &self.password {
+            // Through the environment, not the process list.
+            cmd.env("REDISCLI_AUTH", pass);
+        }
+        let out = cmd.args(args).stderr(Stdio::null()).output().ok()?;
+        out.status
+            .success()
+            .then(|| String::from_utf8_lossy(&out.stdout).trim().to_owned())
     }
 }
 
