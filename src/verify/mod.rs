@@ -13,6 +13,10 @@
 //!   a JWKS-based validator for JWT access tokens and (feature `client`)
 //!   `introspect::IntrospectionValidator` for opaque ones (RFC 7662).
 //!
+//! Both verifiers take the same [`Request`]. Async servers call
+//! `verify_async`, which runs the same checks and then records the proof
+//! through an [`replay::AsyncReplayStore`] without blocking the runtime.
+//!
 //! Every rejection is a [`VerifyError`] whose [`ErrorKind`] names the check
 //! that failed, so an API can log and answer precisely.
 

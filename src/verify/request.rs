@@ -10,7 +10,9 @@ pub struct Request<'a> {
     /// The absolute URL as the client addressed it (scheme, host, port,
     /// path, query). Behind a proxy, rebuild it from the forwarded host.
     pub url: &'a str,
-    /// Request headers (needed when proofs sign headers into `h`).
+    /// Request headers: for SHR, the ones signed into `h`; for DPoP, the
+    /// `DPoP` header(s) and `Authorization: DPoP <token>` (names compared
+    /// ignoring ASCII case).
     pub headers: Vec<(&'a str, &'a str)>,
     /// The body (needed when proofs sign it into `b`); `None` = not given.
     pub body: Option<&'a [u8]>,
