@@ -321,11 +321,24 @@ fn run_proofs(
     if proof_arg != "-" {
         return Err("--lines reads proofs from standard input: use --proof -".into());
     }
-    use std::io::{BufRead, Write};
+    use std::io::{BufRead, Read, Write};
     let (mut accepted, mut rejected) = (0u64, 0u64);
     let stdout = std::io::stdout();
-    for line in std::io::stdin().lock().lines() {
-        let line = line.map_err(|e| format!("cannot read standard input: {e}"))?;
+    let mut input = std::io::stdin().lock();
+    let mut line = String::new();
+    loop {
+        line.clear();
+        // At most 1 MiB per line, as for a single proof.
+        let n = (&mut input)
+            .take(1 << 20)
+            .read_line(&mut line)
+            .map_err(|e| format!("cannot read standard input: {e}"))?;
+        if n == 0 {
+            break;
+        }
+        if !line.ends_with('\n') && n == 1 << 20 {
+            return Err("a line of standard input is longer than 1 MiB".into());
+        }
         let proof = line.trim();
         if proof.is_empty() {
             continue;
