@@ -5,8 +5,9 @@ use std::sync::Arc;
 use serde_json::{Map, Value};
 
 use super::jose::{check_time, embedded_key, typ_is, ParsedJws};
+use super::replay::ReplayRecord;
 use super::token::{check_binding, AccessTokenValidator, Binding};
-use super::{common_builders, err, replay_id, Common, ErrorKind, VerifyError};
+use super::{common_builders, err, Common, ErrorKind, Request, VerifyError};
 use crate::text::clip;
 
 /// Longest `jti` accepted.
@@ -32,12 +33,11 @@ pub struct VerifiedDpop {
 /// ```
 /// use std::sync::Arc;
 /// use popkey::dpop::DpopProof;
-/// use popkey::verify::{dpop::DpopVerifier, token::DecodeOnly};
+/// use popkey::verify::{dpop::DpopVerifier, token::DecodeOnly, Request};
 /// let key = popkey::PopKey::open("mem:")?;
 /// let proof = DpopProof::new("POST", "https://as.example.com/token")?.sign(&key)?;
-/// let v = DpopVerifier::new(Arc::new(DecodeOnly))
-///     .verify(&[&proof], "POST", "https://as.example.com/token", None)
-///     .unwrap();
+/// let request = Request::new("POST", "https://as.example.com/token").header("DPoP", &proof);
+/// let v = DpopVerifier::new(Arc::new(DecodeOnly)).verify(&request).unwrap();
 /// assert_eq!(v.jkt, key.kid());
 /// # Ok::<(), popkey::Error>(())
 /// ```
@@ -58,31 +58,57 @@ impl DpopVerifier {
         }
     }
 
-    /// Verifies the `DPoP` header value(s) of a request now. `access_token`
-    /// is the token from `Authorization: DPoP <token>`, when the request is
-    /// to a resource (then `ath` and `cnf.jkt` are checked).
-    pub fn verify(
-        &self,
-        dpop_headers: &[&str],
-        method: &str,
-        url: &str,
-        access_token: Option<&str>,
-    ) -> Result<VerifiedDpop, VerifyError> {
-        self.verify_at(dpop_headers, method, url, access_token, crate::now())
+    /// Verifies the DPoP proof of `request` now: its `DPoP` header(s) and,
+    /// when it carries `Authorization: DPoP <token>`, the access token (then
+    /// `ath` and `cnf.jkt` are checked).
+    ///
+    /// With an [`async_replay_store`](Self::async_replay_store) use
+    /// [`verify_async`](Self::verify_async) instead.
+    pub fn verify(&self, request: &Request<'_>) -> Result<VerifiedDpop, VerifyError> {
+        self.verify_at(request, crate::now())
     }
 
     /// [`DpopVerifier::verify`] at time `now` (Unix seconds).
-    pub fn verify_at(
+    pub fn verify_at(&self, request: &Request<'_>, now: u64) -> Result<VerifiedDpop, VerifyError> {
+        let (verified, record) = self.check_at(request, now)?;
+        self.common.replay.record(record)?;
+        Ok(verified)
+    }
+
+    /// [`DpopVerifier::verify`] for async servers: the same checks, then the
+    /// replay record through an [`AsyncReplayStore`](super::replay::AsyncReplayStore)
+    /// without blocking the runtime.
+    pub async fn verify_async(&self, request: &Request<'_>) -> Result<VerifiedDpop, VerifyError> {
+        self.verify_async_at(request, crate::now()).await
+    }
+
+    /// [`DpopVerifier::verify_async`] at time `now` (Unix seconds).
+    pub async fn verify_async_at(
         &self,
-        dpop_headers: &[&str],
-        method: &str,
-        url: &str,
-        access_token: Option<&str>,
+        request: &Request<'_>,
         now: u64,
     ) -> Result<VerifiedDpop, VerifyError> {
-        let target = super::Request::new(method, url).target()?;
+        let (verified, record) = self.check_at(request, now)?;
+        self.common.replay.record_async(record).await?;
+        Ok(verified)
+    }
+
+    /// Every check but replay; returns what to record.
+    fn check_at(
+        &self,
+        request: &Request<'_>,
+        now: u64,
+    ) -> Result<(VerifiedDpop, Option<ReplayRecord>), VerifyError> {
+        let dpop_headers: Vec<&str> = request
+            .headers
+            .iter()
+            .filter(|(n, _)| n.eq_ignore_ascii_case("dpop"))
+            .map(|(_, v)| *v)
+            .collect();
+        let access_token = dpop_access_token(request)?;
+        let target = request.target()?;
         // §4.3 (1): exactly one DPoP header.
-        let proof = match dpop_headers {
+        let proof = match dpop_headers.as_slice() {
             [one] => *one,
             [] => {
                 return Err(err(
@@ -179,25 +205,51 @@ impl DpopVerifier {
             }
             (None, None) => {}
         }
-        // Replay, last: only proofs that passed every other check are recorded.
-        if let Some(store) = &self.common.replay {
-            let id = replay_id("dpop", &[key.thumbprint().as_bytes(), jti.as_bytes()]);
-            store.check_and_record(
-                &id,
-                iat.saturating_add(self.common.max_age)
-                    .saturating_add(self.common.skew),
-                now,
-            )?;
-        }
-        Ok(VerifiedDpop {
+        // Replay, last (by the caller): only proofs that passed every other
+        // check are recorded.
+        let record = self.common.replay_record(
+            "dpop",
+            &[key.thumbprint().as_bytes(), jti.as_bytes()],
+            iat,
+            now,
+        );
+        let verified = VerifiedDpop {
             jkt: key.thumbprint().to_owned(),
             header: jws.header,
             claims: jws.claims,
             access_token_claims: token_claims,
             access_token_signature_checked: access_token.is_some()
                 && self.common.validator.checks_signature(),
-        })
+        };
+        Ok((verified, record))
     }
+}
+
+/// The token of `Authorization: DPoP <token>`, if the request has one. A
+/// `Bearer` (or other) scheme is not a DPoP-bound presentation: no token.
+fn dpop_access_token<'a>(request: &Request<'a>) -> Result<Option<&'a str>, VerifyError> {
+    let mut found = None;
+    for (name, value) in &request.headers {
+        if !name.eq_ignore_ascii_case("authorization") {
+            continue;
+        }
+        if found.is_some() {
+            return Err(err(
+                ErrorKind::HeaderCount,
+                "the request has more than one Authorization header",
+            ));
+        }
+        let value: &'a str = value;
+        found = Some(value);
+    }
+    Ok(found.and_then(|v| {
+        let (scheme, token) = v.split_once(' ')?;
+        if scheme.eq_ignore_ascii_case("dpop") {
+            Some(token.trim())
+        } else {
+            None
+        }
+    }))
 }
 
 /// RFC 3986 §6.2.2 normalization of an absolute http(s) URL: scheme and host

@@ -239,8 +239,7 @@ fn form(s: &str) -> String {
 }
 
 fn cache_key(token: &str) -> String {
-    use sha2::{Digest, Sha256};
-    crate::b64::encode(Sha256::digest(token.as_bytes()))
+    crate::b64::encode(crate::crypto::sha256(token.as_bytes()))
 }
 
 /// Checks an introspection answer at `now`; returns the time until which it

@@ -4,6 +4,24 @@
 //! the server keeps no list, only a secret, and can tell its own fresh
 //! nonces from anything else. Secrets rotate: nonces made under the
 //! previous secret stay valid until they age out.
+//!
+//! # A fleet: one key ring
+//!
+//! Instances of one API accept each other's nonces when they load the same
+//! key ring ([`NonceIssuer::from_key_ring_file`], or
+//! [`NonceIssuer::from_key_ring_env`]) from the operator's secret manager.
+//! The ring is either lines of `<id> <base64 32-byte secret>` (`#` starts a
+//! comment) or JSON `{"keys": [{"id": "…", "secret": "…"}, …]}`. The **last**
+//! key issues; every key is accepted (at most 16).
+//!
+//! Rotation without refusing in-flight nonces:
+//! 1. Add the new key at the **start** of the ring and roll it out to every
+//!    instance (accepted everywhere, issued nowhere yet).
+//! 2. Move it to the **end** and roll out again: instances now issue with
+//!    it, and still accept nonces made with the old one.
+//! 3. After one nonce lifetime, remove the old key and roll out.
+//!
+//! Generate a secret with `openssl rand -base64 32`.
 
 use std::sync::RwLock;
 
@@ -32,8 +50,127 @@ pub struct NonceIssuer {
 }
 
 struct Secrets {
+    /// The secret new nonces are made with.
     current: Zeroizing<[u8; 32]>,
-    previous: Option<Zeroizing<[u8; 32]>>,
+    /// Other secrets still accepted.
+    previous: Vec<Zeroizing<[u8; 32]>>,
+    /// The key ids, oldest first (not secret; for Debug).
+    ids: Vec<String>,
+}
+
+/// Most keys a ring may hold (each is tried when checking a nonce).
+pub const MAX_RING_KEYS: usize = 16;
+
+/// A key ring that cannot be used. The message never holds a secret.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct KeyRingError(String);
+
+impl std::fmt::Display for KeyRingError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "nonce key ring: {}", self.0)
+    }
+}
+
+impl std::error::Error for KeyRingError {}
+
+fn ring_err(m: impl Into<String>) -> KeyRingError {
+    KeyRingError(m.into())
+}
+
+/// Decodes a 32-byte secret in standard or URL-safe base64, padded or not.
+fn decode_secret(id: &str, text: &str) -> Result<Zeroizing<[u8; 32]>, KeyRingError> {
+    use base64::engine::general_purpose::{STANDARD, STANDARD_NO_PAD, URL_SAFE, URL_SAFE_NO_PAD};
+    use base64::Engine;
+    let text = text.trim();
+    let bytes = Zeroizing::new(
+        [STANDARD, STANDARD_NO_PAD, URL_SAFE, URL_SAFE_NO_PAD]
+            .iter()
+            .find_map(|e| e.decode(text).ok())
+            .ok_or_else(|| ring_err(format!("the secret of key `{id}` is not base64")))?,
+    );
+    if bytes.len() != 32 {
+        return Err(ring_err(format!(
+            "the secret of key `{id}` must be 32 bytes, not {}",
+            bytes.len()
+        )));
+    }
+    let mut out = Zeroizing::new([0u8; 32]);
+    out.copy_from_slice(&bytes);
+    Ok(out)
+}
+
+/// One key of a ring: its id and secret.
+type RingKey = (String, Zeroizing<[u8; 32]>);
+
+/// Parses a ring (lines or JSON) into (id, secret), oldest first.
+fn parse_ring(text: &str) -> Result<Vec<RingKey>, KeyRingError> {
+    let mut keys = Vec::new();
+    let trimmed = text.trim_start();
+    if trimmed.starts_with('{') || trimmed.starts_with('[') {
+        let v: serde_json::Value = serde_json::from_str(trimmed)
+            .map_err(|e| ring_err(format!("not valid JSON (line {})", e.line())))?;
+        let list = match &v {
+            serde_json::Value::Array(a) => a,
+            serde_json::Value::Object(o) => match o.get("keys") {
+                Some(serde_json::Value::Array(a)) => a,
+                _ => return Err(ring_err("JSON ring needs a `keys` array")),
+            },
+            _ => return Err(ring_err("JSON ring needs a `keys` array")),
+        };
+        for k in list {
+            let id = k.get("id").and_then(|v| v.as_str());
+            let secret = k.get("secret").and_then(|v| v.as_str());
+            match (id, secret) {
+                (Some(id), Some(secret)) => keys.push((id.to_owned(), decode_secret(id, secret)?)),
+                _ => return Err(ring_err("each key needs string `id` and `secret`")),
+            }
+        }
+    } else {
+        for (n, line) in text.lines().enumerate() {
+            let line = line.split('#').next().unwrap_or("").trim();
+            if line.is_empty() {
+                continue;
+            }
+            let mut parts = line.split_whitespace();
+            match (parts.next(), parts.next(), parts.next()) {
+                (Some(id), Some(secret), None) => {
+                    keys.push((id.to_owned(), decode_secret(id, secret)?))
+                }
+                _ => {
+                    return Err(ring_err(format!(
+                        "line {} is not `<id> <base64 secret>`",
+                        n + 1
+                    )))
+                }
+            }
+        }
+    }
+    if keys.is_empty() {
+        return Err(ring_err("no keys"));
+    }
+    if keys.len() > MAX_RING_KEYS {
+        return Err(ring_err(format!("more than {MAX_RING_KEYS} keys")));
+    }
+    for (i, (id, _)) in keys.iter().enumerate() {
+        if keys[..i].iter().any(|(other, _)| other == id) {
+            return Err(ring_err(format!("key id `{id}` appears twice")));
+        }
+    }
+    Ok(keys)
+}
+
+impl Secrets {
+    fn from_ring(text: &str) -> Result<Self, KeyRingError> {
+        let mut keys = parse_ring(text)?;
+        let ids = keys.iter().map(|(id, _)| id.clone()).collect();
+        // parse_ring never returns an empty ring.
+        let (_, current) = keys.pop().ok_or_else(|| ring_err("no keys"))?;
+        Ok(Secrets {
+            current,
+            previous: keys.into_iter().map(|(_, s)| s).collect(),
+            ids,
+        })
+    }
 }
 
 impl NonceIssuer {
@@ -50,11 +187,65 @@ impl NonceIssuer {
         NonceIssuer {
             secrets: RwLock::new(Secrets {
                 current: Zeroizing::new(secret),
-                previous: None,
+                previous: Vec::new(),
+                ids: Vec::new(),
             }),
             lifetime: lifetime_secs.max(1),
             skew: 5,
         }
+    }
+
+    /// An issuer over a key ring (see the [module documentation](self)):
+    /// `ring` is its text, lines or JSON. The last key issues; all are
+    /// accepted, so every instance loading the same ring accepts the
+    /// others' nonces.
+    ///
+    /// ```
+    /// use popkey::verify::nonce::NonceIssuer;
+    /// let ring = "2026-11 AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA=\n\
+    ///             2026-12 AQEBAQEBAQEBAQEBAQEBAQEBAQEBAQEBAQEBAQEBAQE=\n";
+    /// let a = NonceIssuer::from_key_ring(ring, 300)?;
+    /// let b = NonceIssuer::from_key_ring(ring, 300)?;
+    /// b.validate_at(&a.issue_at(1_700_000_000), 1_700_000_010)?;
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn from_key_ring(ring: &str, lifetime_secs: u64) -> Result<Self, KeyRingError> {
+        Ok(NonceIssuer {
+            secrets: RwLock::new(Secrets::from_ring(ring)?),
+            lifetime: lifetime_secs.max(1),
+            skew: 5,
+        })
+    }
+
+    /// [`NonceIssuer::from_key_ring`] with the ring read from a file.
+    pub fn from_key_ring_file(
+        path: impl AsRef<std::path::Path>,
+        lifetime_secs: u64,
+    ) -> Result<Self, KeyRingError> {
+        let path = path.as_ref();
+        let text = Zeroizing::new(
+            std::fs::read_to_string(path)
+                .map_err(|e| ring_err(format!("cannot read {}: {e}", path.display())))?,
+        );
+        Self::from_key_ring(&text, lifetime_secs)
+    }
+
+    /// [`NonceIssuer::from_key_ring`] with the ring read from the
+    /// environment variable `var`.
+    pub fn from_key_ring_env(var: &str, lifetime_secs: u64) -> Result<Self, KeyRingError> {
+        let text = Zeroizing::new(
+            std::env::var(var).map_err(|_| ring_err(format!("`{var}` is not set")))?,
+        );
+        Self::from_key_ring(&text, lifetime_secs)
+    }
+
+    /// Replaces the ring of a running issuer (after the operator rolled out
+    /// a new ring file): nonces under keys still in the ring stay valid.
+    pub fn reload_key_ring(&self, ring: &str) -> Result<(), KeyRingError> {
+        let fresh = Secrets::from_ring(ring)?;
+        let mut s = self.secrets.write().unwrap_or_else(|e| e.into_inner());
+        *s = fresh;
+        Ok(())
     }
 
     /// How long a nonce is accepted, in seconds.
@@ -67,7 +258,8 @@ impl NonceIssuer {
     pub fn rotate(&self, secret: [u8; 32]) {
         let mut s = self.secrets.write().unwrap_or_else(|e| e.into_inner());
         let old = std::mem::replace(&mut s.current, Zeroizing::new(secret));
-        s.previous = Some(old);
+        s.previous = vec![old];
+        s.ids.clear();
     }
 
     /// A nonce issued now.
@@ -106,7 +298,7 @@ impl NonceIssuer {
         let issued = u64::from_be_bytes(ts);
         let s = self.secrets.read().unwrap_or_else(|e| e.into_inner());
         let ours = std::iter::once(&s.current)
-            .chain(s.previous.as_ref())
+            .chain(s.previous.iter())
             .any(|secret| check_tag(secret, issued, &bytes[8..]));
         if !ours {
             return Err(err(
@@ -144,6 +336,14 @@ impl std::fmt::Debug for NonceIssuer {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("NonceIssuer")
             .field("lifetime", &self.lifetime)
+            .field(
+                "key_ids",
+                &self
+                    .secrets
+                    .read()
+                    .map(|s| s.ids.clone())
+                    .unwrap_or_default(),
+            )
             .field("secret", &"<redacted>")
             .finish()
     }
@@ -196,5 +396,51 @@ mod tests {
             ErrorKind::InvalidNonce
         );
         assert!(!format!("{a:?}").contains("[4"));
+    }
+
+    #[test]
+    fn key_ring_lines_and_json_rotation() {
+        use base64::Engine;
+        let k = |b: u8| base64::engine::general_purpose::STANDARD.encode([b; 32]);
+        let ring1 = format!("# ring\nold {}\n", k(1));
+        let a = NonceIssuer::from_key_ring(&ring1, 60).unwrap();
+        let n_old = a.issue_at(1000);
+        // Step 1: new key first (accepted), step 2: new key last (issues).
+        let ring2 = format!("new {}\nold {}\n", k(2), k(1));
+        let b = NonceIssuer::from_key_ring(&ring2, 60).unwrap();
+        b.validate_at(&n_old, 1010).unwrap();
+        assert_eq!(b.issue_at(1000), n_old, "the last key issues");
+        let ring3 = format!(
+            r#"{{"keys": [{{"id": "old", "secret": "{}"}}, {{"id": "new", "secret": "{}"}}]}}"#,
+            k(1),
+            k(2)
+        );
+        let c = NonceIssuer::from_key_ring(&ring3, 60).unwrap();
+        let n_new = c.issue_at(1020);
+        assert_ne!(n_new, a.issue_at(1020));
+        a.reload_key_ring(&ring3).unwrap();
+        a.validate_at(&n_new, 1030).unwrap();
+        a.validate_at(&n_old, 1030).unwrap();
+        // Step 3: old key removed.
+        a.reload_key_ring(&format!("new {}", k(2))).unwrap();
+        assert_eq!(
+            a.validate_at(&n_old, 1030).unwrap_err().kind(),
+            ErrorKind::InvalidNonce
+        );
+        assert!(format!("{a:?}").contains("new"));
+        for bad in [
+            String::new(),
+            "x".into(),
+            "id notbase64!".into(),
+            format!(
+                "id {}",
+                base64::engine::general_purpose::STANDARD.encode([1; 16])
+            ),
+            format!("a {}\na {}", k(1), k(2)),
+            "{\"keys\": 1}".into(),
+        ] {
+            let e = NonceIssuer::from_key_ring(&bad, 60).unwrap_err();
+            assert!(!e.to_string().contains(&k(1)), "{e}");
+        }
     }
 }

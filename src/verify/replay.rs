@@ -3,7 +3,9 @@
 
 use std::collections::hash_map::RandomState;
 use std::collections::HashMap;
+use std::future::Future;
 use std::hash::BuildHasher;
+use std::pin::Pin;
 use std::sync::Mutex;
 
 use super::{err, ErrorKind, VerifyError};
@@ -16,6 +18,80 @@ pub trait ReplayStore: Send + Sync {
     /// and with [`ErrorKind::ReplayStoreUnavailable`] when the store cannot
     /// record it (it must fail closed).
     fn check_and_record(&self, id: &str, expires_at: u64, now: u64) -> Result<(), VerifyError>;
+}
+
+/// The future an [`AsyncReplayStore`] answers with.
+pub type ReplayFuture<'a> = Pin<Box<dyn Future<Output = Result<(), VerifyError>> + Send + 'a>>;
+
+/// A [`ReplayStore`] that does network I/O (Redis, a database) and so must
+/// not block the async runtime's worker threads: the verifiers'
+/// `verify_async` entry points call it.
+///
+/// The contract of [`check_and_record_async`](Self::check_and_record_async)
+/// is the one of [`ReplayStore::check_and_record`]: record `id`
+/// until `expires_at` (Unix seconds) atomically, fail with
+/// [`ErrorKind::Replay`] when it is already recorded and unexpired, and with
+/// [`ErrorKind::ReplayStoreUnavailable`] on any fault (timeout, lost
+/// connection): fail closed, never accept.
+///
+/// `id` is always a hash made by the verifier (`dpop:` or `shr:` followed by
+/// 43 base64url characters), never bytes the client chose.
+pub trait AsyncReplayStore: Send + Sync {
+    /// Records `id` until `expires_at`; see the trait documentation.
+    fn check_and_record_async<'a>(
+        &'a self,
+        id: &'a str,
+        expires_at: u64,
+        now: u64,
+    ) -> ReplayFuture<'a>;
+}
+
+/// One proof to record, made by a verifier's checks and recorded last.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) struct ReplayRecord {
+    pub(crate) id: String,
+    pub(crate) expires_at: u64,
+    pub(crate) now: u64,
+}
+
+/// Where a verifier records proofs: nowhere, a blocking store, an async
+/// store, or the in-memory cache (both).
+#[derive(Clone)]
+pub(crate) enum ReplaySink {
+    Off,
+    Sync(std::sync::Arc<dyn ReplayStore>),
+    Async(std::sync::Arc<dyn AsyncReplayStore>),
+}
+
+impl ReplaySink {
+    pub(crate) fn is_on(&self) -> bool {
+        !matches!(self, ReplaySink::Off)
+    }
+
+    /// Records from a blocking caller. An async-only store cannot be used
+    /// here: fail closed.
+    pub(crate) fn record(&self, r: Option<ReplayRecord>) -> Result<(), VerifyError> {
+        let Some(r) = r else { return Ok(()) };
+        match self {
+            ReplaySink::Off => Ok(()),
+            ReplaySink::Sync(s) => s.check_and_record(&r.id, r.expires_at, r.now),
+            ReplaySink::Async(_) => Err(err(
+                ErrorKind::ReplayStoreUnavailable,
+                "this verifier's replay store is asynchronous; call verify_async",
+            )),
+        }
+    }
+
+    /// Records from an async caller. A blocking store is called in place
+    /// (the in-memory cache only takes a short lock).
+    pub(crate) async fn record_async(&self, r: Option<ReplayRecord>) -> Result<(), VerifyError> {
+        let Some(r) = r else { return Ok(()) };
+        match self {
+            ReplaySink::Off => Ok(()),
+            ReplaySink::Sync(s) => s.check_and_record(&r.id, r.expires_at, r.now),
+            ReplaySink::Async(s) => s.check_and_record_async(&r.id, r.expires_at, r.now).await,
+        }
+    }
 }
 
 const SHARDS: usize = 16;
@@ -35,6 +111,9 @@ const SHARDS: usize = 16;
 ///   most one slot per elapsed second), never a scan of the shard.
 /// * When full of unexpired entries it refuses new proofs rather than forget
 ///   old ones (forgetting would let a replay through).
+///
+/// It implements [`AsyncReplayStore`] too, with the same semantics and
+/// errors.
 ///
 /// ```
 /// use popkey::verify::replay::{MemoryReplayCache, ReplayStore};
@@ -177,6 +256,20 @@ impl ReplayStore for MemoryReplayCache {
             .or_default()
             .push(id.to_owned());
         Ok(())
+    }
+}
+
+impl AsyncReplayStore for MemoryReplayCache {
+    /// The same check as the blocking [`ReplayStore`] implementation (one
+    /// short lock, no I/O), with the same errors.
+    fn check_and_record_async<'a>(
+        &'a self,
+        id: &'a str,
+        expires_at: u64,
+        now: u64,
+    ) -> ReplayFuture<'a> {
+        let r = ReplayStore::check_and_record(self, id, expires_at, now);
+        Box::pin(std::future::ready(r))
     }
 }
 

@@ -5,8 +5,9 @@ use std::sync::Arc;
 use serde_json::{Map, Value};
 
 use super::jose::{check_time, embedded_key, typ_is, ParsedJws};
+use super::replay::ReplayRecord;
 use super::token::{check_binding, AccessTokenValidator, Binding};
-use super::{common_builders, err, replay_id, Common, ErrorKind, Request, VerifyError};
+use super::{common_builders, err, Common, ErrorKind, Request, VerifyError};
 use crate::text::clip;
 
 /// What a verified SHR says.
@@ -103,6 +104,9 @@ impl ShrVerifier {
     }
 
     /// Verifies `shr` for `request` now.
+    ///
+    /// With an [`async_replay_store`](Self::async_replay_store) use
+    /// [`verify_async`](Self::verify_async) instead.
     pub fn verify(&self, shr: &str, request: &Request<'_>) -> Result<VerifiedShr, VerifyError> {
         self.verify_at(shr, request, crate::now())
     }
@@ -114,6 +118,41 @@ impl ShrVerifier {
         request: &Request<'_>,
         now: u64,
     ) -> Result<VerifiedShr, VerifyError> {
+        let (verified, record) = self.check_at(shr, request, now)?;
+        self.common.replay.record(record)?;
+        Ok(verified)
+    }
+
+    /// [`ShrVerifier::verify`] for async servers: the same checks, then the
+    /// replay record through an [`AsyncReplayStore`](super::replay::AsyncReplayStore)
+    /// without blocking the runtime.
+    pub async fn verify_async(
+        &self,
+        shr: &str,
+        request: &Request<'_>,
+    ) -> Result<VerifiedShr, VerifyError> {
+        self.verify_async_at(shr, request, crate::now()).await
+    }
+
+    /// [`ShrVerifier::verify_async`] at time `now` (Unix seconds).
+    pub async fn verify_async_at(
+        &self,
+        shr: &str,
+        request: &Request<'_>,
+        now: u64,
+    ) -> Result<VerifiedShr, VerifyError> {
+        let (verified, record) = self.check_at(shr, request, now)?;
+        self.common.replay.record_async(record).await?;
+        Ok(verified)
+    }
+
+    /// Every check but replay; returns what to record.
+    fn check_at(
+        &self,
+        shr: &str,
+        request: &Request<'_>,
+        now: u64,
+    ) -> Result<(VerifiedShr, Option<ReplayRecord>), VerifyError> {
         let target = request.target()?;
         let jws = ParsedJws::parse(shr, &self.common.algs)?;
         if !typ_is(jws.header.get("typ"), "pop") {
@@ -166,22 +205,20 @@ impl ShrVerifier {
         let token_claims = self.common.validator.validate(at, now)?;
         check_binding(&token_claims, key.thumbprint(), Binding::Pop)?;
 
-        if let Some(store) = &self.common.replay {
-            let ts = jws.time_claim("ts")?;
-            let id = replay_id("shr", &[key.thumbprint().as_bytes(), &jws.payload_bytes]);
-            store.check_and_record(
-                &id,
-                ts.saturating_add(self.common.max_age)
-                    .saturating_add(self.common.skew),
-                now,
-            )?;
-        }
-        Ok(VerifiedShr {
+        // Replay, last (by the caller).
+        let record = self.common.replay_record(
+            "shr",
+            &[key.thumbprint().as_bytes(), &jws.payload_bytes],
+            jws.time_claim("ts")?,
+            now,
+        );
+        let verified = VerifiedShr {
             thumbprint: key.thumbprint().to_owned(),
             claims: jws.claims,
             access_token_claims: token_claims,
             access_token_signature_checked: self.common.validator.checks_signature(),
-        })
+        };
+        Ok((verified, record))
     }
 
     fn check_query(

@@ -296,8 +296,7 @@ pub fn check_certificate_binding(
 
 /// base64url(SHA-256(DER certificate)).
 fn certificate_thumbprint(cert_der: &[u8]) -> String {
-    use sha2::{Digest, Sha256};
-    crate::b64::encode(Sha256::digest(cert_der))
+    crate::b64::encode(crate::crypto::sha256(cert_der))
 }
 
 #[cfg(test)]

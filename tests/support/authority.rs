@@ -264,7 +264,7 @@ async fn token(
         if s.config.token_dpop_nonce || s.config.nonce_loop {
             v = v.nonce(NoncePolicy::Issuer(s.nonces.clone()));
         }
-        match v.verify_at(&[proof], "POST", &endpoint, None, now) {
+        match v.verify_at(&Request::new("POST", &endpoint).header("DPoP", proof), now) {
             Ok(ok) => (Some(json!({"jkt": ok.jkt})), "DPoP"),
             Err(e)
                 if matches!(e.kind(), ErrorKind::NonceRequired | ErrorKind::InvalidNonce)
@@ -432,7 +432,12 @@ async fn api(
             if s.config.api_dpop_nonce {
                 v = v.nonce(NoncePolicy::Issuer(s.api_nonces.clone()));
             }
-            match v.verify_at(&proofs, method.as_str(), &url, Some(credential), now) {
+            let authorization = format!("DPoP {credential}");
+            let mut request = Request::new(method.as_str(), &url).header("Authorization", &authorization);
+            for p in &proofs {
+                request = request.header("DPoP", p);
+            }
+            match v.verify_at(&request, now) {
                 Ok(ok) => Json(json!({"ok": true, "scheme": "dpop", "sub": ok.access_token_claims.and_then(|c| c.get("sub").cloned()), "jkt": ok.jkt})).into_response(),
                 Err(e) => {
                     let mut resp = (StatusCode::UNAUTHORIZED, Json(e.to_json())).into_response();

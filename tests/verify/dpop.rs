@@ -5,11 +5,11 @@ use popkey::verify::dpop::{DpopVerifier, VerifiedDpop};
 use popkey::verify::nonce::NonceIssuer;
 use popkey::verify::replay::MemoryReplayCache;
 use popkey::verify::token::DecodeOnly;
-use popkey::verify::{dpop_challenge, ErrorKind, NoncePolicy, VerifyError};
+use popkey::verify::{dpop_challenge, ErrorKind, NoncePolicy, Request, VerifyError};
 use popkey::{Algorithm, PopKey};
 use serde_json::{json, Value};
 
-use super::{flip_signature, sign, Authority, NOW};
+use super::{flip_signature, sign, Authority, VerifyParts, NOW};
 
 const URL: &str = "https://resource.example.org/protected";
 
@@ -56,7 +56,7 @@ impl Case {
 
     fn check(&self, proof: &str) -> Result<VerifiedDpop, VerifyError> {
         self.verifier()
-            .verify_at(&[proof], "GET", URL, Some(&self.at), NOW)
+            .verify_parts(&[proof], "GET", URL, Some(&self.at), NOW)
     }
 }
 
@@ -66,7 +66,7 @@ fn rfc9449_example_proof_verifies_with_its_clock() {
     let proof = "eyJ0eXAiOiJkcG9wK2p3dCIsImFsZyI6IkVTMjU2IiwiandrIjp7Imt0eSI6IkVDIiwieCI6Imw4dEZyaHgtMzR0VjNoUklDUkRZOXpDa0RscEJoRjQyVVFVZldWQVdCRnMiLCJ5IjoiOVZFNGpmX09rX282NHpiVFRsY3VOSmFqSG10NnY5VERWclUwQ2R2R1JEQSIsImNydiI6IlAtMjU2In19.eyJqdGkiOiItQndDM0VTYzZhY2MybFRjIiwiaHRtIjoiUE9TVCIsImh0dSI6Imh0dHBzOi8vc2VydmVyLmV4YW1wbGUuY29tL3Rva2VuIiwiaWF0IjoxNTYyMjYyNjE2fQ.2-GxA6T8lP4vfrg8v-FdWP0A0zdrj8igiMLvqRMUvwnQg4PtFLbdLXiOSsX0x7NVY-FNyJK70nfbV37xRZT3Lg";
     let v = DpopVerifier::new(Arc::new(DecodeOnly));
     let ok = v
-        .verify_at(
+        .verify_parts(
             &[proof],
             "POST",
             "https://server.example.com/token",
@@ -76,7 +76,7 @@ fn rfc9449_example_proof_verifies_with_its_clock() {
         .unwrap();
     assert_eq!(ok.jkt, "0ZcOCORZNYy-DWpqq30jZyJGHTN0d2HglBV3uiguA4I");
     // The same proof an hour later is stale.
-    let late = v.verify_at(
+    let late = v.verify_parts(
         &[proof],
         "POST",
         "https://server.example.com/token",
@@ -122,7 +122,7 @@ fn rfc9449_resource_example_proof_verifies_with_its_token() {
     let v = DpopVerifier::new(Arc::new(Introspection { token, jkt }));
     let url = "https://resource.example.org/protectedresource";
     let ok = v
-        .verify_at(&[proof], "GET", url, Some(token), 1_562_262_620)
+        .verify_parts(&[proof], "GET", url, Some(token), 1_562_262_620)
         .unwrap();
     assert_eq!(ok.jkt, jkt);
     assert_eq!(
@@ -135,11 +135,11 @@ fn rfc9449_resource_example_proof_verifies_with_its_token() {
         jkt: "another-thumbprint",
     }));
     assert_eq!(
-        kind(other.verify_at(&[proof], "GET", url, Some(token), 1_562_262_620)),
+        kind(other.verify_parts(&[proof], "GET", url, Some(token), 1_562_262_620)),
         ErrorKind::KeyNotBound
     );
     assert_eq!(
-        kind(v.verify_at(&[proof], "GET", url, Some("other-token"), 1_562_262_620)),
+        kind(v.verify_parts(&[proof], "GET", url, Some("other-token"), 1_562_262_620)),
         ErrorKind::AccessTokenHashMismatch
     );
 }
@@ -264,16 +264,16 @@ fn every_check_rejects_its_own_mutation() {
     let proof = c.proof();
     let v = c.verifier();
     assert_eq!(
-        kind(v.verify_at(&[], "GET", URL, Some(&c.at), NOW)),
+        kind(v.verify_parts(&[], "GET", URL, Some(&c.at), NOW)),
         ErrorKind::HeaderCount
     );
     assert_eq!(
-        kind(v.verify_at(&[&proof, &proof], "GET", URL, Some(&c.at), NOW)),
+        kind(v.verify_parts(&[&proof, &proof], "GET", URL, Some(&c.at), NOW)),
         ErrorKind::HeaderCount
     );
     // ath present but no token.
     assert_eq!(
-        kind(v.verify_at(&[&proof], "GET", URL, None, NOW)),
+        kind(v.verify_parts(&[&proof], "GET", URL, None, NOW)),
         ErrorKind::AccessTokenHashMismatch
     );
 }
@@ -293,7 +293,7 @@ fn htu_is_compared_after_normalization() {
     }
     // The request URL's query does not matter either.
     let v = c.verifier();
-    v.verify_at(
+    v.verify_parts(
         &[&c.proof()],
         "GET",
         "https://resource.example.org/protected?page=2",
@@ -319,19 +319,19 @@ fn token_binding() {
     };
     let wrong = c.authority.bound(json!({"jkt": other.kid()}));
     assert_eq!(
-        kind(v.verify_at(&[&proof_for(&wrong)], "GET", URL, Some(&wrong), NOW)),
+        kind(v.verify_parts(&[&proof_for(&wrong)], "GET", URL, Some(&wrong), NOW)),
         ErrorKind::KeyNotBound
     );
     let unbound = c
         .authority
         .token(json!({"iss": "https://as.example", "aud": "api", "exp": NOW + 600}));
     assert_eq!(
-        kind(v.verify_at(&[&proof_for(&unbound)], "GET", URL, Some(&unbound), NOW)),
+        kind(v.verify_parts(&[&proof_for(&unbound)], "GET", URL, Some(&unbound), NOW)),
         ErrorKind::KeyNotBound
     );
     let forged = Authority::new().bound(json!({"jkt": c.key.kid()}));
     let e = v
-        .verify_at(&[&proof_for(&forged)], "GET", URL, Some(&forged), NOW)
+        .verify_parts(&[&proof_for(&forged)], "GET", URL, Some(&forged), NOW)
         .unwrap_err();
     assert_eq!(e.kind(), ErrorKind::InvalidAccessToken);
     assert!(dpop_challenge(&e, &Algorithm::ALL).starts_with(r#"DPoP error="invalid_token""#));
@@ -347,7 +347,7 @@ fn server_nonces_and_replay() {
         .replay_store(Arc::new(MemoryReplayCache::new(1000)));
     // No nonce: the answer asks for one.
     let e = v
-        .verify_at(&[&c.proof()], "GET", URL, Some(&c.at), NOW)
+        .verify_parts(&[&c.proof()], "GET", URL, Some(&c.at), NOW)
         .unwrap_err();
     assert_eq!(e.kind(), ErrorKind::NonceRequired);
     assert!(dpop_challenge(&e, v.allowed_algorithms()).contains(r#"error="use_dpop_nonce""#));
@@ -363,14 +363,14 @@ fn server_nonces_and_replay() {
             .unwrap()
     };
     let proof = with_nonce(&issuer.issue_at(NOW));
-    v.verify_at(&[&proof], "GET", URL, Some(&c.at), NOW)
+    v.verify_parts(&[&proof], "GET", URL, Some(&c.at), NOW)
         .unwrap();
     // The same proof again is a replay; a fresh proof with the same nonce is fine.
     assert_eq!(
-        kind(v.verify_at(&[&proof], "GET", URL, Some(&c.at), NOW + 1)),
+        kind(v.verify_parts(&[&proof], "GET", URL, Some(&c.at), NOW + 1)),
         ErrorKind::Replay
     );
-    v.verify_at(
+    v.verify_parts(
         &[&with_nonce(&issuer.issue_at(NOW))],
         "GET",
         URL,
@@ -381,12 +381,12 @@ fn server_nonces_and_replay() {
     // Expired and foreign nonces.
     let stale = with_nonce(&issuer.issue_at(NOW - 61));
     assert_eq!(
-        kind(v.verify_at(&[&stale], "GET", URL, Some(&c.at), NOW)),
+        kind(v.verify_parts(&[&stale], "GET", URL, Some(&c.at), NOW)),
         ErrorKind::NonceRequired
     );
     let foreign = with_nonce(&NonceIssuer::random(60).issue_at(NOW));
     assert_eq!(
-        kind(v.verify_at(&[&foreign], "GET", URL, Some(&c.at), NOW)),
+        kind(v.verify_parts(&[&foreign], "GET", URL, Some(&c.at), NOW)),
         ErrorKind::InvalidNonce
     );
 }
@@ -409,7 +409,7 @@ fn replay_cache_under_concurrency() {
                 proofs
                     .iter()
                     .filter(|p| {
-                        v.verify_at(&[p.as_str()], "GET", URL, Some(&at), NOW)
+                        v.verify_parts(&[p.as_str()], "GET", URL, Some(&at), NOW)
                             .is_ok()
                     })
                     .count()
@@ -418,4 +418,67 @@ fn replay_cache_under_concurrency() {
         .collect();
     let accepted: usize = handles.into_iter().map(|h| h.join().unwrap()).sum();
     assert_eq!(accepted, 50);
+}
+
+#[test]
+fn bearer_scheme_is_not_a_dpop_presentation() {
+    let c = Case::new(Algorithm::ES256);
+    let v = c.verifier();
+    let proof = c.proof();
+    let auth = format!("Bearer {}", c.at);
+    let request = Request::new("GET", URL)
+        .header("dpop", &proof)
+        .header("Authorization", &auth);
+    // The proof has `ath`, but no token was presented with the DPoP scheme.
+    assert_eq!(
+        kind(v.verify_at(&request, NOW)),
+        ErrorKind::AccessTokenHashMismatch
+    );
+    let auth = format!("dpop {}", c.at);
+    let twice = Request::new("GET", URL)
+        .header("DPoP", &proof)
+        .header("Authorization", &auth)
+        .header("authorization", &auth);
+    assert_eq!(kind(v.verify_at(&twice, NOW)), ErrorKind::HeaderCount);
+    let request = Request::new("GET", URL)
+        .header("DPoP", &proof)
+        .header("authorization", &auth);
+    v.verify_at(&request, NOW).unwrap();
+}
+
+/// The async path runs the same checks and records through an async store
+/// with the same semantics as the blocking one.
+#[tokio::test]
+async fn async_path_records_once_with_the_same_errors() {
+    let c = Case::new(Algorithm::ES256);
+    let store = Arc::new(MemoryReplayCache::new(1000));
+    let v = c.verifier().async_replay_store(store.clone());
+    let proof = c.proof();
+    let auth = format!("DPoP {}", c.at);
+    let request = Request::new("GET", URL)
+        .header("DPoP", &proof)
+        .header("Authorization", &auth);
+    // A blocking call cannot use an async-only store: it fails closed.
+    assert_eq!(
+        kind(v.verify_at(&request, NOW)),
+        ErrorKind::ReplayStoreUnavailable
+    );
+    assert!(store.is_empty(), "nothing recorded by the refused call");
+    v.verify_async_at(&request, NOW).await.unwrap();
+    assert_eq!(
+        kind(v.verify_async_at(&request, NOW).await),
+        ErrorKind::Replay
+    );
+    // A proof failing an earlier check is not recorded.
+    let bad = Request::new("POST", URL)
+        .header("DPoP", &proof)
+        .header("Authorization", &auth);
+    assert_eq!(
+        kind(v.verify_async_at(&bad, NOW).await),
+        ErrorKind::MethodMismatch
+    );
+    assert_eq!(store.len(), 1);
+    // The blocking store and the async one agree on the same cache.
+    let sync_v = c.verifier().replay_store(store.clone());
+    assert_eq!(kind(sync_v.verify_at(&request, NOW)), ErrorKind::Replay);
 }

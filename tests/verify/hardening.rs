@@ -2,6 +2,7 @@
 //! found: encoded look-alike query parameters and header names, repeated
 //! names, NumericDate, JWKS keys restricted by `alg`, DPoP `typ`, and
 //! replay protection on by default.
+use super::VerifyParts;
 
 use std::sync::Arc;
 
@@ -223,7 +224,7 @@ fn dpop_typ_per_rfc7515() {
         "Application/DPOP+jwt",
     ] {
         let p = dpop_with(&key, |h| h["typ"] = typ.into(), |_| {});
-        v.verify_at(&[&p], "GET", DPOP_URL, None, NOW).unwrap();
+        v.verify_parts(&[&p], "GET", DPOP_URL, None, NOW).unwrap();
     }
     for typ in [
         "jwt",
@@ -234,7 +235,7 @@ fn dpop_typ_per_rfc7515() {
     ] {
         let p = dpop_with(&key, |h| h["typ"] = typ.into(), |_| {});
         assert_eq!(
-            v.verify_at(&[&p], "GET", DPOP_URL, None, NOW)
+            v.verify_parts(&[&p], "GET", DPOP_URL, None, NOW)
                 .unwrap_err()
                 .kind(),
             ErrorKind::WrongType,
@@ -248,7 +249,7 @@ fn numeric_dates_may_have_fractions() {
     let key = PopKey::open("mem:").unwrap();
     let v = DpopVerifier::new(Arc::new(popkey::verify::token::DecodeOnly));
     let p = dpop_with(&key, |_| {}, |c| c["iat"] = json!(NOW as f64 + 0.5));
-    v.verify_at(&[&p], "GET", DPOP_URL, None, NOW).unwrap();
+    v.verify_parts(&[&p], "GET", DPOP_URL, None, NOW).unwrap();
     for bad in [
         json!("1800000000"),
         json!(-1),
@@ -258,7 +259,7 @@ fn numeric_dates_may_have_fractions() {
     ] {
         let p = dpop_with(&key, |_| {}, |c| c["iat"] = bad.clone());
         assert_eq!(
-            v.verify_at(&[&p], "GET", DPOP_URL, None, NOW)
+            v.verify_parts(&[&p], "GET", DPOP_URL, None, NOW)
                 .unwrap_err()
                 .kind(),
             ErrorKind::MissingClaim,
@@ -349,17 +350,17 @@ fn replay_protection_is_on_by_default() {
     let key = PopKey::open(&format!("mem:?alg={}", Algorithm::ES256)).unwrap();
     let p = dpop_with(&key, |_| {}, |_| {});
     let v = DpopVerifier::new(Arc::new(popkey::verify::token::DecodeOnly));
-    v.verify_at(&[&p], "GET", DPOP_URL, None, NOW).unwrap();
+    v.verify_parts(&[&p], "GET", DPOP_URL, None, NOW).unwrap();
     assert_eq!(
-        v.verify_at(&[&p], "GET", DPOP_URL, None, NOW)
+        v.verify_parts(&[&p], "GET", DPOP_URL, None, NOW)
             .unwrap_err()
             .kind(),
         ErrorKind::Replay
     );
     let off =
         DpopVerifier::new(Arc::new(popkey::verify::token::DecodeOnly)).without_replay_protection();
-    off.verify_at(&[&p], "GET", DPOP_URL, None, NOW).unwrap();
-    off.verify_at(&[&p], "GET", DPOP_URL, None, NOW).unwrap();
+    off.verify_parts(&[&p], "GET", DPOP_URL, None, NOW).unwrap();
+    off.verify_parts(&[&p], "GET", DPOP_URL, None, NOW).unwrap();
 }
 
 #[test]

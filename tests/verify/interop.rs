@@ -1,4 +1,5 @@
 //! Proofs and access tokens made by joserfc (Python), verified by popkey.
+use super::VerifyParts;
 
 use std::process::Command;
 use std::sync::Arc;
@@ -33,7 +34,7 @@ fn proofs_made_by_joserfc_verify() {
         let now = case["now"].as_u64().unwrap();
         if s("kind") == "dpop" {
             let v = DpopVerifier::new(validator.clone())
-                .verify_at(
+                .verify_parts(
                     &[s("proof")],
                     s("method"),
                     s("url"),
@@ -44,7 +45,7 @@ fn proofs_made_by_joserfc_verify() {
             assert_eq!(v.jkt, s("jkt"));
             // And the same proof for another URL is refused.
             let e = DpopVerifier::new(validator.clone())
-                .verify_at(
+                .verify_parts(
                     &[s("proof")],
                     "GET",
                     "https://api.example.com/v2",

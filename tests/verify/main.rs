@@ -86,3 +86,37 @@ pub fn flip_signature(compact: &str) -> String {
         base64::Engine::encode(&base64::engine::general_purpose::URL_SAFE_NO_PAD, sig)
     )
 }
+
+/// The request a DPoP proof arrives with: its `DPoP` header(s) and, with a
+/// token, `Authorization: DPoP <token>`.
+pub(crate) trait VerifyParts {
+    fn verify_parts(
+        &self,
+        proofs: &[&str],
+        method: &str,
+        url: &str,
+        token: Option<&str>,
+        now: u64,
+    ) -> Result<popkey::verify::dpop::VerifiedDpop, popkey::verify::VerifyError>;
+}
+
+impl VerifyParts for popkey::verify::dpop::DpopVerifier {
+    fn verify_parts(
+        &self,
+        proofs: &[&str],
+        method: &str,
+        url: &str,
+        token: Option<&str>,
+        now: u64,
+    ) -> Result<popkey::verify::dpop::VerifiedDpop, popkey::verify::VerifyError> {
+        let authorization = token.map(|t| format!("DPoP {t}"));
+        let mut request = popkey::verify::Request::new(method, url);
+        for p in proofs {
+            request = request.header("DPoP", p);
+        }
+        if let Some(a) = &authorization {
+            request = request.header("Authorization", a);
+        }
+        self.verify_at(&request, now)
+    }
+}

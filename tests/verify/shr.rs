@@ -388,6 +388,35 @@ fn nonces_and_replay() {
     v.verify_at(&shr, &req, NOW).unwrap();
 }
 
+/// The async path: the same checks, the record made last, through an async
+/// store sharing its semantics with the blocking one.
+#[tokio::test]
+async fn async_path_records_once() {
+    let c = Case::new(Algorithm::ES256);
+    let store = Arc::new(MemoryReplayCache::new(1000));
+    let v = c.verifier().async_replay_store(store.clone());
+    let req = request();
+    let shr = c.shr_builder().sign(&c.key).unwrap();
+    super::common::verify_shr(&shr);
+    assert_eq!(
+        kind(v.verify_at(&shr, &req, NOW)),
+        ErrorKind::ReplayStoreUnavailable
+    );
+    let wrong = popkey::verify::Request::new("DELETE", URL);
+    assert_eq!(
+        kind(v.verify_async_at(&shr, &wrong, NOW).await),
+        ErrorKind::MethodMismatch
+    );
+    assert!(store.is_empty());
+    v.verify_async_at(&shr, &req, NOW).await.unwrap();
+    assert_eq!(
+        kind(v.verify_async_at(&shr, &req, NOW + 1).await),
+        ErrorKind::Replay
+    );
+    let blocking = c.verifier().replay_store(store);
+    assert_eq!(kind(blocking.verify_at(&shr, &req, NOW)), ErrorKind::Replay);
+}
+
 #[test]
 fn required_and_unsigned_parts() {
     let c = Case::new(Algorithm::ES256);

@@ -256,10 +256,12 @@ pub(crate) fn run(args: &BenchArgs) -> Result<String, String> {
     let verify_shr = run_each(threads, &shr_pool, |p| {
         shr_verifier.verify(p, &request).map(drop)
     })?;
+    let dpop_authorization = format!("DPoP {token}");
     let verify_dpop = run_each(threads, &dpop_pool, |p| {
-        dpop_verifier
-            .verify(&[p.as_str()], "GET", url, Some(&token))
-            .map(drop)
+        let request = Request::new("GET", url)
+            .header("Authorization", &dpop_authorization)
+            .header("DPoP", p);
+        dpop_verifier.verify(&request).map(drop)
     })?;
     drop((shr_pool, dpop_pool));
 

@@ -14,15 +14,17 @@ use serde_json::Value;
 pub(crate) enum VerifyCommand {
     /// Verify a Signed HTTP Request for a request.
     ///
-    /// Replay protection is on, but its cache is in memory and each process
-    /// has its own: one `popkey verify` run cannot tell that another run (or
-    /// your API) already accepted the same proof.
+    /// Replay protection is on. Its cache is in memory and each process has
+    /// its own unless --replay-store names a Redis/Valkey shared by every
+    /// process (then a proof accepted by any of them is refused as `replay`
+    /// by the others).
     Shr(ShrVerifyArgs),
     /// Verify a DPoP proof for a request.
     ///
-    /// Replay protection is on, but its cache is in memory and each process
-    /// has its own: one `popkey verify` run cannot tell that another run (or
-    /// your API) already accepted the same proof.
+    /// Replay protection is on. Its cache is in memory and each process has
+    /// its own unless --replay-store names a Redis/Valkey shared by every
+    /// process (then a proof accepted by any of them is refused as `replay`
+    /// by the others).
     Dpop(DpopVerifyArgs),
 }
 
@@ -78,6 +80,41 @@ pub(crate) struct Common {
     /// Required access-token audience (with --jwks or --introspect).
     #[arg(long, conflicts_with = "jkt")]
     audience: Option<String>,
+    #[cfg(feature = "redis")]
+    /// Record proofs in this Redis/Valkey (`redis://host:port/db`,
+    /// `rediss://…`, `unix:///path.sock`), shared with the other instances:
+    /// a proof accepted anywhere is a replay everywhere. If the store cannot
+    /// answer, the proof is refused (`replay_store_unavailable`).
+    #[arg(long, value_name = "URL")]
+    replay_store: Option<String>,
+    #[cfg(feature = "redis")]
+    /// Key prefix in the replay store (default `popkey:replay:`).
+    #[arg(long, value_name = "PREFIX", requires = "replay_store")]
+    replay_prefix: Option<String>,
+    #[cfg(feature = "redis")]
+    /// A file holding the replay store's password (instead of the URL).
+    #[arg(long, value_name = "FILE", requires = "replay_store")]
+    replay_password_file: Option<PathBuf>,
+    #[cfg(feature = "redis")]
+    /// How long to wait for the replay store, in milliseconds.
+    #[arg(long, value_name = "MS", default_value_t = 250)]
+    replay_timeout_ms: u64,
+    /// Require a nonce issued with this key ring (lines of `<id> <base64
+    /// secret>`, or JSON), as every instance sharing the ring does.
+    #[arg(long, value_name = "FILE", conflicts_with = "nonce")]
+    nonce_key_ring: Option<PathBuf>,
+    /// How long a key-ring nonce is accepted, in seconds.
+    #[arg(
+        long,
+        value_name = "SECS",
+        default_value_t = 300,
+        requires = "nonce_key_ring"
+    )]
+    nonce_lifetime: u64,
+    /// With `--proof -`: every line of standard input is one proof; print
+    /// one result line each (claims, or `{"error": …}`), then a summary.
+    #[arg(long)]
+    lines: bool,
 }
 
 #[derive(Args)]
@@ -219,11 +256,111 @@ fn validator(
     Ok(Arc::new(v))
 }
 
-fn policy(c: &Common) -> NoncePolicy {
-    match &c.nonce {
+fn policy(c: &Common) -> Result<NoncePolicy, String> {
+    if let Some(path) = &c.nonce_key_ring {
+        let issuer = popkey::verify::nonce::NonceIssuer::from_key_ring_file(path, c.nonce_lifetime)
+            .map_err(|e| e.to_string())?;
+        return Ok(NoncePolicy::Issuer(Arc::new(issuer)));
+    }
+    Ok(match &c.nonce {
         Some(n) => NoncePolicy::Expected(n.clone()),
         None => NoncePolicy::ClientChosen,
+    })
+}
+
+/// The shared replay store, when `--replay-store` names one, and the
+/// runtime its calls run on.
+struct SharedReplay {
+    #[cfg(feature = "redis")]
+    store: Option<(
+        Arc<popkey::verify::redis::RedisReplayStore>,
+        tokio::runtime::Runtime,
+    )>,
+}
+
+impl SharedReplay {
+    #[cfg_attr(not(feature = "redis"), allow(unused_variables))]
+    fn new(c: &Common) -> Result<Self, String> {
+        #[cfg(feature = "redis")]
+        if let Some(url) = &c.replay_store {
+            let mut store = popkey::verify::redis::RedisReplayStore::new(url)
+                .map_err(|e| e.message().to_owned())?
+                .timeout(std::time::Duration::from_millis(c.replay_timeout_ms));
+            if let Some(p) = &c.replay_password_file {
+                store = store.password_file(p).map_err(|e| e.message().to_owned())?;
+            }
+            if let Some(p) = &c.replay_prefix {
+                store = store.prefix(p.clone());
+            }
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .map_err(|e| format!("cannot start the async runtime: {e}"))?;
+            return Ok(SharedReplay {
+                store: Some((Arc::new(store), rt)),
+            });
+        }
+        Ok(SharedReplay {
+            #[cfg(feature = "redis")]
+            store: None,
+        })
     }
+}
+
+/// Runs `check` on the proof (or on every line of standard input with
+/// `--lines`).
+fn run_proofs(
+    proof_arg: &str,
+    lines: bool,
+    mut check: impl FnMut(&str) -> Result<serde_json::Map<String, Value>, VerifyError>,
+) -> Result<Outcome, String> {
+    if !lines {
+        let proof = read_proof(proof_arg)?;
+        return Ok(finish(check(&proof)));
+    }
+    if proof_arg != "-" {
+        return Err("--lines reads proofs from standard input: use --proof -".into());
+    }
+    use std::io::{BufRead, Read, Write};
+    let (mut accepted, mut rejected) = (0u64, 0u64);
+    let stdout = std::io::stdout();
+    let mut input = std::io::stdin().lock();
+    let mut line = String::new();
+    loop {
+        line.clear();
+        // At most 1 MiB per line, as for a single proof.
+        let n = (&mut input)
+            .take(1 << 20)
+            .read_line(&mut line)
+            .map_err(|e| format!("cannot read standard input: {e}"))?;
+        if n == 0 {
+            break;
+        }
+        if !line.ends_with('\n') && n == 1 << 20 {
+            return Err("a line of standard input is longer than 1 MiB".into());
+        }
+        let proof = line.trim();
+        if proof.is_empty() {
+            continue;
+        }
+        let text = match finish(check(proof)) {
+            Outcome::Verified(t) => {
+                accepted += 1;
+                t
+            }
+            Outcome::Rejected(t) => {
+                rejected += 1;
+                t
+            }
+        };
+        let mut out = stdout.lock();
+        writeln!(out, "{text}")
+            .and_then(|_| out.flush())
+            .map_err(|e| format!("cannot write the result: {e}"))?;
+    }
+    Ok(Outcome::Verified(
+        serde_json::json!({"accepted": accepted, "rejected": rejected}).to_string(),
+    ))
 }
 
 fn finish(r: Result<serde_json::Map<String, Value>, VerifyError>) -> Outcome {
@@ -254,30 +391,63 @@ pub(crate) fn run(cmd: &VerifyCommand) -> Result<Outcome, String> {
             if let Some(b) = &body {
                 req = req.body(b);
             }
-            // One process, one proof: the replay cache lives and dies with
+            // Without --replay-store the replay cache lives and dies with
             // this process, so it cannot catch a replay across runs.
             let mut v = ShrVerifier::new(validator(c, true, "PoP")?)
                 .max_age(c.max_age)
-                .nonce(policy(c));
+                .nonce(policy(c)?);
             if matches!(a.compat, Some(Compat::MsalJs)) {
                 v = v.msal_js_compat();
             }
-            let now = c.now.unwrap_or_else(unix_now);
-            let proof = read_proof(&a.proof)?;
-            Ok(finish(v.verify_at(&proof, &req, now).map(|ok| ok.claims)))
+            let shared = SharedReplay::new(c)?;
+            #[cfg(feature = "redis")]
+            if let Some((store, rt)) = &shared.store {
+                let v = v.async_replay_store(store.clone());
+                return run_proofs(&a.proof, c.lines, |proof| {
+                    let now = c.now.unwrap_or_else(unix_now);
+                    rt.block_on(v.verify_async_at(proof, &req, now))
+                        .map(|ok| ok.claims)
+                });
+            }
+            let _ = shared;
+            run_proofs(&a.proof, c.lines, |proof| {
+                let now = c.now.unwrap_or_else(unix_now);
+                v.verify_at(proof, &req, now).map(|ok| ok.claims)
+            })
         }
         VerifyCommand::Dpop(a) => {
             let c = &a.common;
             let v = DpopVerifier::new(validator(c, a.access_token.is_some(), "DPoP")?)
                 .max_age(c.max_age)
-                .nonce(policy(c));
-            let now = c.now.unwrap_or_else(unix_now);
-            let proof = read_proof(&a.proof)?;
-            Ok(finish(
-                v.verify_at(&[&proof], &c.method, &c.url, a.access_token.as_deref(), now)
-                    .map(|ok| ok.claims),
-            ))
+                .nonce(policy(c)?);
+            let authorization = a.access_token.as_ref().map(|t| format!("DPoP {t}"));
+            let authorization = authorization.as_deref();
+            let shared = SharedReplay::new(c)?;
+            #[cfg(feature = "redis")]
+            if let Some((store, rt)) = &shared.store {
+                let v = v.async_replay_store(store.clone());
+                return run_proofs(&a.proof, c.lines, |proof| {
+                    let now = c.now.unwrap_or_else(unix_now);
+                    rt.block_on(v.verify_async_at(&dpop_request(c, authorization, proof), now))
+                        .map(|ok| ok.claims)
+                });
+            }
+            let _ = shared;
+            run_proofs(&a.proof, c.lines, |proof| {
+                let now = c.now.unwrap_or_else(unix_now);
+                v.verify_at(&dpop_request(c, authorization, proof), now)
+                    .map(|ok| ok.claims)
+            })
         }
+    }
+}
+
+/// The request a DPoP proof arrives with.
+fn dpop_request<'a>(c: &'a Common, authorization: Option<&'a str>, proof: &'a str) -> Request<'a> {
+    let req = Request::new(&c.method, &c.url).header("DPoP", proof);
+    match authorization {
+        Some(auth) => req.header("Authorization", auth),
+        None => req,
     }
 }
 
