@@ -16,7 +16,7 @@ use crate::text::clip;
 /// Smallest RSA modulus popkey accepts, in bits (RFC 7518 §3.3).
 pub const MIN_RSA_BITS: usize = 2048;
 /// Largest RSA modulus popkey accepts, in bits.
-pub const MAX_RSA_BITS: usize = 8192;
+pub const MAX_RSA_BITS: usize = crate::crypto::MAX_RSA_BITS;
 
 const EC_PRIVATE: &[&str] = &["d"];
 const RSA_PRIVATE: &[&str] = &["d", "p", "q", "dp", "dq", "qi", "oth"];

@@ -17,6 +17,10 @@ use zeroize::Zeroizing;
 
 use crate::alg::Algorithm;
 
+/// The largest RSA modulus popkey accepts, in bits (larger keys cost
+/// attacker-chosen CPU to verify).
+pub(crate) const MAX_RSA_BITS: usize = 8192;
+
 // aws-lc-rs when its feature is on; RustCrypto otherwise, so a build with
 // `default-features = false` still has a provider (pure Rust).
 #[cfg(feature = "aws-lc-rs")]

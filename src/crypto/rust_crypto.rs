@@ -49,7 +49,7 @@ impl Provider for RustCrypto {
         RsaPublicKey::new_with_max_size(
             BigUint::from_bytes_be(n),
             BigUint::from_bytes_be(e),
-            crate::jwk::MAX_RSA_BITS,
+            super::MAX_RSA_BITS,
         )
         .map_err(|err| format!("unusable RSA public key: {err}"))
     }

@@ -12,11 +12,11 @@
 //!
 //! Every scheme takes an optional `alg` (`ES256`, `RS256`, `PS256`).
 
+use std::fmt;
 use std::path::PathBuf;
 use std::time::Duration;
 
 use crate::alg::Algorithm;
-use crate::backend::BackendKind;
 use crate::error::{Error, Result};
 use crate::text::clip;
 
@@ -27,6 +27,52 @@ use self::pkcs11::parse_pkcs11;
 pub use self::pkcs11::{Pkcs11ObjectType, Pkcs11Uri};
 use self::tpm::parse_tpm;
 pub use self::tpm::{TpmKeyRef, TpmUri};
+
+/// Which backend holds a key.
+///
+/// Serialized (and displayed) as its [`as_str`](BackendKind::as_str)
+/// spelling: `mem`, `file`, `pkcs11`, `tpm`, `custom`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum BackendKind {
+    /// A software key generated in memory (`mem:`).
+    Mem,
+    /// A software key in a PKCS#8 PEM file (`file:`).
+    File,
+    /// A key in a PKCS#11 token (`pkcs11:`).
+    Pkcs11,
+    /// A key in a TPM 2.0 (`tpm:`).
+    Tpm,
+    /// A caller-supplied [`crate::PopCryptoProvider`]
+    /// ([`crate::PopKey::from_provider`]).
+    Custom,
+}
+
+impl BackendKind {
+    /// The stable lower-case name: `mem`, `file`, `pkcs11`, `tpm` or
+    /// `custom` (also the URI scheme, where there is one).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            BackendKind::Mem => "mem",
+            BackendKind::File => "file",
+            BackendKind::Pkcs11 => "pkcs11",
+            BackendKind::Tpm => "tpm",
+            BackendKind::Custom => "custom",
+        }
+    }
+}
+
+impl fmt::Display for BackendKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl serde::Serialize for BackendKind {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> std::result::Result<S::Ok, S::Error> {
+        s.serialize_str(self.as_str())
+    }
+}
 
 /// Longest key URI accepted.
 const MAX_URI_LEN: usize = 4096;

@@ -4,8 +4,9 @@ use std::sync::Arc;
 
 use serde_json::{Map, Value};
 
-use super::jose::{check_time, embedded_key, typ_is, ParsedJws};
+use super::jose::{check_optional_members, check_time, embedded_key, typ_is, ParsedJws};
 use super::replay::ReplayRecord;
+use super::request::normalize_path;
 use super::token::{check_binding, AccessTokenValidator, Binding};
 use super::{common_builders, err, Common, ErrorKind, Request, VerifyError};
 use crate::text::clip;
@@ -135,7 +136,7 @@ impl DpopVerifier {
         }
         // (6)-(8): allowed alg (checked in parse), a public jwk, its signature.
         let key = embedded_key(jws.header.get("jwk"), "jwk")?;
-        super::shr::check_optional_members(jws.header.get("jwk"), jws.alg, "jwk")?;
+        check_optional_members(jws.header.get("jwk"), jws.alg, "jwk")?;
         jws.verify_signature(&key)?;
 
         let jti = jws.str_claim("jti")?;
@@ -276,46 +277,6 @@ fn normalize_htu(htu: &str) -> Option<String> {
     u.set_query(None);
     u.set_fragment(None);
     Some(normalize_url(u.as_str()))
-}
-
-/// Decodes percent-encoded unreserved characters and uppercases the hex of
-/// the remaining escapes.
-pub(crate) fn normalize_path(path: &str) -> String {
-    let b = path.as_bytes();
-    let mut out = Vec::with_capacity(b.len());
-    let mut i = 0;
-    while i < b.len() {
-        if b[i] == b'%'
-            && i + 2 < b.len()
-            && b[i + 1].is_ascii_hexdigit()
-            && b[i + 2].is_ascii_hexdigit()
-        {
-            let v = hex_value(b[i + 1]) * 16 + hex_value(b[i + 2]);
-            if v.is_ascii_alphanumeric() || b"-._~".contains(&v) {
-                out.push(v);
-            } else {
-                out.extend_from_slice(&[
-                    b'%',
-                    b[i + 1].to_ascii_uppercase(),
-                    b[i + 2].to_ascii_uppercase(),
-                ]);
-            }
-            i += 3;
-        } else {
-            out.push(b[i]);
-            i += 1;
-        }
-    }
-    // Only ASCII bytes were replaced, so the result is as valid UTF-8 as the input.
-    String::from_utf8_lossy(&out).into_owned()
-}
-
-fn hex_value(d: u8) -> u8 {
-    match d {
-        b'0'..=b'9' => d - b'0',
-        b'a'..=b'f' => d - b'a' + 10,
-        _ => d - b'A' + 10,
-    }
 }
 
 #[cfg(test)]

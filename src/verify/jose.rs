@@ -263,3 +263,43 @@ pub(crate) fn embedded_key(value: Option<&Value>, where_: &str) -> Result<Public
     PublicJwk::from_json_value(v)
         .map_err(|e| err(ErrorKind::InvalidKey, format!("`{where_}`: {e}")))
 }
+
+/// RFC 7517 optional members of an embedded public JWK must agree with
+/// their use here: `alg` (when present) is the JWS's algorithm, `key_ops`
+/// (when present) includes `verify`, `ext` is a boolean, `kid` a string.
+/// (`use` other than `sig` and private members are refused when the key is
+/// read.)
+pub(crate) fn check_optional_members(
+    jwk: Option<&Value>,
+    alg: crate::Algorithm,
+    where_: &str,
+) -> Result<(), VerifyError> {
+    let Some(Value::Object(m)) = jwk else {
+        return Ok(());
+    };
+    let bad = |what: &str| err(ErrorKind::InvalidKey, format!("`{where_}`: {what}"));
+    match m.get("alg") {
+        None => {}
+        Some(Value::String(a)) if a == alg.as_str() => {}
+        Some(_) => {
+            return Err(bad(&format!(
+                "its `alg` is not {alg}, the algorithm the proof is signed with"
+            )))
+        }
+    }
+    match m.get("key_ops") {
+        None => {}
+        Some(Value::Array(ops)) if !ops.iter().all(Value::is_string) => {
+            return Err(bad("`key_ops` must be an array of strings"))
+        }
+        Some(Value::Array(ops)) if ops.iter().any(|o| o.as_str() == Some("verify")) => {}
+        Some(_) => return Err(bad("`key_ops` does not allow `verify`")),
+    }
+    if m.get("ext").is_some_and(|e| !e.is_boolean()) {
+        return Err(bad("`ext` must be a boolean"));
+    }
+    if m.get("kid").is_some_and(|k| !k.is_string()) {
+        return Err(bad("`kid` must be a string"));
+    }
+    Ok(())
+}

@@ -4,7 +4,7 @@ use std::sync::Arc;
 
 use serde_json::{Map, Value};
 
-use super::jose::{check_time, embedded_key, typ_is, ParsedJws};
+use super::jose::{check_optional_members, check_time, embedded_key, typ_is, ParsedJws};
 use super::replay::ReplayRecord;
 use super::token::{check_binding, AccessTokenValidator, Binding};
 use super::{common_builders, err, Common, ErrorKind, Request, VerifyError};
@@ -577,8 +577,8 @@ fn check_path(p: &str, target: &crate::HttpTarget, ignore_case: bool) -> Result<
     let plain = p.starts_with('/')
         && !p.contains(['?', '#', '\\'])
         && !p.chars().any(|c| c.is_control() || c == ' ');
-    let normalized = plain.then(|| super::dpop::normalize_path(p));
-    let actual = super::dpop::normalize_path(target.url().path());
+    let normalized = plain.then(|| super::request::normalize_path(p));
+    let actual = super::request::normalize_path(target.url().path());
     let trim = |s: &str| -> String { s.strip_suffix('/').unwrap_or(s).to_owned() };
     let same = normalized.as_deref().is_some_and(|n| {
         let (a, b) = (trim(n), trim(&actual));
@@ -635,46 +635,6 @@ fn check_header_kid(kid: &Value, thumbprint: &str) -> Result<(), VerifyError> {
         Some(Value::String(k)) if k == thumbprint => Ok(()),
         _ => Err(bad()),
     }
-}
-
-/// RFC 7517 optional members of an embedded public JWK must agree with
-/// their use here: `alg` (when present) is the JWS's algorithm, `key_ops`
-/// (when present) includes `verify`, `ext` is a boolean, `kid` a string.
-/// (`use` other than `sig` and private members are refused when the key is
-/// read.)
-pub(crate) fn check_optional_members(
-    jwk: Option<&Value>,
-    alg: crate::Algorithm,
-    where_: &str,
-) -> Result<(), VerifyError> {
-    let Some(Value::Object(m)) = jwk else {
-        return Ok(());
-    };
-    let bad = |what: &str| err(ErrorKind::InvalidKey, format!("`{where_}`: {what}"));
-    match m.get("alg") {
-        None => {}
-        Some(Value::String(a)) if a == alg.as_str() => {}
-        Some(_) => {
-            return Err(bad(&format!(
-                "its `alg` is not {alg}, the algorithm the proof is signed with"
-            )))
-        }
-    }
-    match m.get("key_ops") {
-        None => {}
-        Some(Value::Array(ops)) if !ops.iter().all(Value::is_string) => {
-            return Err(bad("`key_ops` must be an array of strings"))
-        }
-        Some(Value::Array(ops)) if ops.iter().any(|o| o.as_str() == Some("verify")) => {}
-        Some(_) => return Err(bad("`key_ops` does not allow `verify`")),
-    }
-    if m.get("ext").is_some_and(|e| !e.is_boolean()) {
-        return Err(bad("`ext` must be a boolean"));
-    }
-    if m.get("kid").is_some_and(|k| !k.is_string()) {
-        return Err(bad("`kid` must be a string"));
-    }
-    Ok(())
 }
 
 #[cfg(test)]
