@@ -147,7 +147,7 @@ pub(crate) fn open_file(path: &Path, alg: Option<Algorithm>) -> Result<SoftwareK
         MAX_FILE_LEN,
         || {
             format!(
-                "{} does not exist; create it with `popkey key create --key file:{}`",
+                "{} does not exist; create it with PopKey::create(\"file:{}\")",
                 path.display(),
                 path.display()
             )
