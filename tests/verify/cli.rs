@@ -123,3 +123,27 @@ fn compat_msal_js_accepts_lower_cased_urls() {
     let e: Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(e["error"], "url_mismatch");
 }
+
+/// Opaque tokens, nonces and thumbprints are base64url and may start with
+/// `-`: they are values, never taken for flags.
+#[test]
+fn values_that_start_with_a_hyphen_are_values() {
+    let mut args = dpop_args(
+        PROOF,
+        "-ZcOCORZNYy-DWpqq30jZyJGHTN0d2HglBV3uiguA4I",
+        "1562262618",
+    );
+    let token = args.iter().position(|a| *a == "--access-token").unwrap() + 1;
+    args[token] = "-pKz~8mXK1EalYznwH-LC-1fBAo";
+    let out = popkey(&args, None);
+    // Parsed as values: the verifier (exit 1) refuses the proof, the
+    // argument parser (exit 2) does not.
+    assert_eq!(
+        out.status.code(),
+        Some(1),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let e: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(e["error"], "access_token_hash_mismatch");
+}

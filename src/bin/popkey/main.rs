@@ -90,7 +90,7 @@ impl KeyArg {
 struct TokenArg {
     /// The access token (visible to other local users in the process list;
     /// prefer --access-token-file).
-    #[arg(long, conflicts_with = "access_token_file")]
+    #[arg(long, conflicts_with = "access_token_file", allow_hyphen_values = true)]
     access_token: Option<String>,
     /// A file holding the access token.
     #[arg(long)]
@@ -122,7 +122,7 @@ struct ShrArgs {
     #[command(flatten)]
     token: TokenArg,
     /// Server-provided nonce (default: 128 random bits).
-    #[arg(long)]
+    #[arg(long, allow_hyphen_values = true)]
     nonce: Option<String>,
     /// A JSON object to carry as `client_claims`.
     #[arg(long)]
@@ -154,7 +154,7 @@ struct DpopArgs {
     #[command(flatten)]
     token: TokenArg,
     /// Server-provided DPoP nonce.
-    #[arg(long)]
+    #[arg(long, allow_hyphen_values = true)]
     nonce: Option<String>,
     /// Use this `iat` (Unix seconds) instead of now.
     #[arg(long)]

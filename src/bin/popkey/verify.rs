@@ -37,7 +37,7 @@ pub(crate) struct Common {
     #[arg(long)]
     url: String,
     /// The nonce the server expects.
-    #[arg(long)]
+    #[arg(long, allow_hyphen_values = true)]
     nonce: Option<String>,
     /// Oldest acceptable proof, in seconds.
     #[arg(long, default_value_t = 300)]
@@ -53,7 +53,7 @@ pub(crate) struct Common {
     /// The RFC 7638 thumbprint the access token is bound to, learned
     /// elsewhere (introspection, a gateway): for opaque tokens. The token is
     /// then only hashed (`ath`), never parsed.
-    #[arg(long, value_name = "THUMBPRINT")]
+    #[arg(long, value_name = "THUMBPRINT", allow_hyphen_values = true)]
     jkt: Option<String>,
     #[cfg(feature = "client")]
     /// An RFC 7662 introspection endpoint to validate the (opaque) access
@@ -147,7 +147,7 @@ pub(crate) struct DpopVerifyArgs {
     #[command(flatten)]
     common: Common,
     /// The access token presented with the proof (`Authorization: DPoP <token>`).
-    #[arg(long)]
+    #[arg(long, allow_hyphen_values = true)]
     access_token: Option<String>,
 }
 
