@@ -53,6 +53,7 @@
 //! | `cli` | yes | the `popkey` command-line tool (no library API) | `clap` |
 //! | `pkcs11` | no | `pkcs11:` keys in any PKCS#11 token | `cryptoki` |
 //! | `tpm` | no | `tpm:` keys in a TPM 2.0 | `tss-esapi` (needs `libtss2-dev`) |
+//! | `redis` | no | `verify::redis::RedisReplayStore`: one replay store for a fleet of verifiers | `redis`, `tokio` |
 //! | `aws-lc-rs` | yes | the AWS-LC crypto provider (see above) | `aws-lc-rs` (builds C with `cc`) |
 //! | `rust-crypto` | no | names the pure-Rust provider explicitly; used whenever `aws-lc-rs` is off | — |
 //!
