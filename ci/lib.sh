@@ -3,10 +3,12 @@
 # Debian packages: SoftHSM2 and OpenSC for PKCS#11, swtpm and tpm2-tools for
 # the TPM, libtss2-dev + pkg-config to build tss-esapi, the tpm2 OpenSSL
 # provider for key-file interop, python3-pip for the interop verifiers,
-# redis-server (with redis-cli) for the fleet tests' shared replay store.
+# redis-server (with redis-cli) for the fleet tests' shared replay store,
+# nginx for the gateway tests (each test runs its own instance; the system
+# service is never used).
 POPKEY_APT_PACKAGES=(
   pkg-config libtss2-dev softhsm2 opensc swtpm swtpm-tools tpm2-tools
-  tpm2-openssl openssl python3 python3-pip redis-server
+  tpm2-openssl openssl python3 python3-pip redis-server nginx
 )
 
 # Runs a command with its output appended to log file $1 (when $1 is not
