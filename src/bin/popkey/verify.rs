@@ -84,9 +84,16 @@ pub(crate) struct Common {
     /// Record proofs in this Redis/Valkey (`redis://host:port/db`,
     /// `rediss://…`, `unix:///path.sock`), shared with the other instances:
     /// a proof accepted anywhere is a replay everywhere. If the store cannot
-    /// answer, the proof is refused (`replay_store_unavailable`).
+    /// answer, the proof is refused (`replay_store_unavailable`). With
+    /// --replay-cluster, give one or more nodes of the cluster (repeat the
+    /// flag).
     #[arg(long, value_name = "URL")]
-    replay_store: Option<String>,
+    replay_store: Vec<String>,
+    #[cfg(feature = "redis")]
+    /// The --replay-store URLs are seed nodes of a Redis (or Valkey)
+    /// Cluster: each key goes to the master owning its slot.
+    #[arg(long, requires = "replay_store")]
+    replay_cluster: bool,
     #[cfg(feature = "redis")]
     /// Key prefix in the replay store (default `popkey:replay:`).
     #[arg(long, value_name = "PREFIX", requires = "replay_store")]
@@ -282,8 +289,18 @@ impl SharedReplay {
     #[cfg_attr(not(feature = "redis"), allow(unused_variables))]
     fn new(c: &Common) -> Result<Self, String> {
         #[cfg(feature = "redis")]
-        if let Some(url) = &c.replay_store {
-            let mut store = popkey::verify::redis::RedisReplayStore::new(url)
+        if !c.replay_store.is_empty() {
+            use popkey::verify::redis::RedisReplayStore;
+            let store = match c.replay_store.as_slice() {
+                urls if c.replay_cluster => RedisReplayStore::cluster(urls),
+                [url] => RedisReplayStore::new(url),
+                _ => {
+                    return Err("several --replay-store URLs name the nodes of a cluster: \
+                                add --replay-cluster"
+                        .to_owned())
+                }
+            };
+            let mut store = store
                 .map_err(|e| e.message().to_owned())?
                 .timeout(std::time::Duration::from_millis(c.replay_timeout_ms));
             if let Some(p) = &c.replay_password_file {
