@@ -260,3 +260,48 @@ async fn a_killed_master_fails_closed_and_the_same_verifier_recovers() {
     check(&v, &p).await.unwrap();
     assert_eq!(check(&v, &p).await, Err(ErrorKind::Replay));
 }
+
+/// `rediss://` seeds with the password from a file: a TLS cluster (clients
+/// and bus), verified against the test CA (through SSL_CERT_FILE) for every
+/// master the client learns; the password never printed.
+#[test]
+fn cli_against_a_tls_cluster_with_a_password_file() {
+    let password = "s3cret-Cluster-Pass";
+    let cluster = RedisCluster::tls_with_password(3, password);
+    let dir = tempfile::tempdir().unwrap();
+    let pass_file = dir.path().join("redis-password");
+    std::fs::write(&pass_file, format!("{password}\n")).unwrap();
+    let k = key();
+    let run = |p: &str, pass: Option<&std::path::Path>| {
+        let mut cmd = cli(&cluster.urls()[..1], "tls:");
+        cmd.args(["--proof", p])
+            .env("SSL_CERT_FILE", cluster.ca_file());
+        if let Some(f) = pass {
+            cmd.arg("--replay-password-file").arg(f);
+        }
+        let out = cmd.output().unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+        assert!(!stderr.contains(password), "{stderr}");
+        let v: Value = serde_json::from_slice(&out.stdout).unwrap();
+        assert!(!v.to_string().contains(password));
+        (out.status.success(), v)
+    };
+    let p = proof(&k);
+    common::verify_dpop(&p);
+    // Without the password: refused, fail closed.
+    let (ok, v) = run(&p, None);
+    assert!(!ok);
+    assert_eq!(v["error"], "replay_store_unavailable", "{v}");
+    // Enough proofs that every master gets keys (each through TLS).
+    let proofs: Vec<String> = (0..30).map(|_| proof(&k)).collect();
+    for p in &proofs {
+        let (ok, v) = run(p, Some(&pass_file));
+        assert!(ok, "{v}");
+    }
+    let (ok, v) = run(&proofs[7], Some(&pass_file));
+    assert!(!ok);
+    assert_eq!(v["error"], "replay");
+    let sizes = cluster.dbsizes();
+    assert_eq!(sizes.iter().sum::<usize>(), 30, "{sizes:?}");
+    assert!(sizes.iter().all(|s| *s > 0), "{sizes:?}");
+}

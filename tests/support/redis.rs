@@ -79,78 +79,7 @@ impl RedisServer {
     pub fn tls_with_password(password: &str) -> Self {
         let dir = tempfile::tempdir().expect("tempdir");
         let d = dir.path();
-        let openssl = |args: &[&str]| {
-            let ok = Command::new("openssl")
-                .args(args)
-                .current_dir(d)
-                .stdout(Stdio::null())
-                .stderr(Stdio::null())
-                .status()
-                .expect("openssl is installed")
-                .success();
-            assert!(ok, "openssl {args:?}");
-        };
-        let ec = [
-            "-newkey",
-            "ec",
-            "-pkeyopt",
-            "ec_paramgen_curve:P-256",
-            "-nodes",
-        ];
-        openssl(
-            &[
-                &["req", "-x509"][..],
-                &ec,
-                &[
-                    "-keyout",
-                    "ca.key",
-                    "-out",
-                    "ca.pem",
-                    "-days",
-                    "2",
-                    "-subj",
-                    "/CN=popkey test CA",
-                ],
-            ]
-            .concat(),
-        );
-        openssl(
-            &[
-                &["req"][..],
-                &ec,
-                &[
-                    "-keyout",
-                    "server.key",
-                    "-out",
-                    "server.csr",
-                    "-subj",
-                    "/CN=localhost",
-                ],
-            ]
-            .concat(),
-        );
-        std::fs::write(
-            d.join("ext"),
-            "subjectAltName=DNS:localhost\nbasicConstraints=CA:FALSE\nextendedKeyUsage=serverAuth\n",
-        )
-        .expect("write ext");
-        openssl(&[
-            "x509",
-            "-req",
-            "-in",
-            "server.csr",
-            "-CA",
-            "ca.pem",
-            "-CAkey",
-            "ca.key",
-            "-CAcreateserial",
-            "-out",
-            "server.pem",
-            "-days",
-            "2",
-            "-extfile",
-            "ext",
-        ]);
+        make_tls_files(d);
         let mut s = RedisServer {
             program: "redis-server".into(),
             cluster_bus: None,
@@ -195,16 +124,22 @@ impl RedisServer {
         String::from_utf8_lossy(&out.stdout).trim().to_owned()
     }
 
-    /// A cluster-enabled node on `port`, its cluster bus on `bus`.
-    fn cluster_node(port: u16, bus: u16) -> Self {
+    /// A cluster-enabled node on `port`, its cluster bus on `bus`; TLS
+    /// with the files in `tls` when given.
+    fn cluster_node(
+        port: u16,
+        bus: u16,
+        password: Option<&str>,
+        tls: Option<&std::path::Path>,
+    ) -> Self {
         let mut s = RedisServer {
             program: "redis-server".into(),
             cluster_bus: Some(bus),
             child: None,
             addr: Addr::Tcp(port),
             dir: tempfile::tempdir().expect("tempdir"),
-            tls_ca: None,
-            password: None,
+            tls_ca: tls.map(|d| d.join("ca.pem")),
+            password: password.map(str::to_owned),
         };
         s.start();
         s
@@ -268,6 +203,9 @@ impl RedisServer {
         if let Some(bus) = self.cluster_bus {
             // nodes.conf stays in the directory: a restarted node rejoins
             // the cluster with the slots it had.
+            if self.tls_ca.is_some() {
+                cmd.args(["--tls-cluster", "yes"]);
+            }
             cmd.args(["--cluster-enabled", "yes", "--cluster-port", &bus.to_string()])
                 .args(["--cluster-node-timeout", "3000"])
                 .arg("--cluster-config-file")
@@ -275,7 +213,7 @@ impl RedisServer {
         }
         match &self.addr {
             Addr::Tcp(p) if self.tls_ca.is_some() => {
-                let d = self.dir.path();
+                let d = self.ca_file().parent().expect("the CA file's directory");
                 cmd.args(["--port", "0", "--tls-port", &p.to_string()])
                     .args(["--tls-auth-clients", "no"])
                     .arg("--tls-cert-file")
@@ -439,21 +377,46 @@ fn valkey_server_path() -> PathBuf {
 /// when every node says `cluster_state:ok`.
 pub struct RedisCluster {
     nodes: Vec<RedisServer>,
+    /// TLS only: the CA and the certificate every node serves.
+    tls: Option<tempfile::TempDir>,
 }
 
 impl RedisCluster {
     /// Starts and joins the cluster; every slot is served.
     pub fn start(masters: usize) -> Self {
+        Self::start_with(masters, None, false)
+    }
+
+    /// A cluster speaking TLS only (clients and the cluster bus; the
+    /// certificate names `127.0.0.1`, signed by [`RedisCluster::ca_file`])
+    /// and requiring `password` on every node.
+    pub fn tls_with_password(masters: usize, password: &str) -> Self {
+        Self::start_with(masters, Some(password), true)
+    }
+
+    fn start_with(masters: usize, password: Option<&str>, tls: bool) -> Self {
+        let tls = tls.then(|| {
+            let dir = tempfile::tempdir().expect("tempdir");
+            make_tls_files(dir.path());
+            dir
+        });
         let ports = free_ports(2 * masters);
         let nodes: Vec<RedisServer> = ports
             .chunks(2)
-            .map(|p| RedisServer::cluster_node(p[0], p[1]))
+            .map(|p| RedisServer::cluster_node(p[0], p[1], password, tls.as_ref().map(|d| d.path())))
             .collect();
         let addrs: Vec<String> = nodes
             .iter()
             .map(|n| format!("127.0.0.1:{}", n.port()))
             .collect();
-        let out = Command::new("redis-cli")
+        let mut cmd = Command::new("redis-cli");
+        if let Some(d) = &tls {
+            cmd.arg("--tls").arg("--cacert").arg(d.path().join("ca.pem"));
+        }
+        if let Some(pass) = password {
+            cmd.env("REDISCLI_AUTH", pass);
+        }
+        let out = cmd
             .arg("--cluster")
             .arg("create")
             .args(&addrs)
@@ -466,9 +429,14 @@ impl RedisCluster {
             String::from_utf8_lossy(&out.stdout),
             String::from_utf8_lossy(&out.stderr)
         );
-        let cluster = RedisCluster { nodes };
+        let cluster = RedisCluster { nodes, tls };
         cluster.wait_ok();
         cluster
+    }
+
+    /// The CA file a TLS cluster's certificate chains to.
+    pub fn ca_file(&self) -> PathBuf {
+        self.tls.as_ref().expect("a TLS cluster").path().join("ca.pem")
     }
 
     /// Waits until every running node says `cluster_state:ok` and knows
@@ -495,7 +463,10 @@ impl RedisCluster {
     pub fn urls(&self) -> Vec<String> {
         self.nodes
             .iter()
-            .map(|n| format!("redis://127.0.0.1:{}", n.port()))
+            .map(|n| {
+                let scheme = if self.tls.is_some() { "rediss" } else { "redis" };
+                format!("{scheme}://127.0.0.1:{}", n.port())
+            })
             .collect()
     }
 
@@ -526,4 +497,82 @@ impl RedisCluster {
     pub fn is_empty(&self) -> bool {
         self.nodes.is_empty()
     }
+}
+
+/// A CA (`ca.pem`) and a server certificate for `localhost` and
+/// `127.0.0.1` signed by it (`server.pem`, `server.key`), made in `d` with
+/// openssl.
+fn make_tls_files(d: &std::path::Path) {
+        let openssl = |args: &[&str]| {
+        let ok = Command::new("openssl")
+            .args(args)
+            .current_dir(d)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status()
+            .expect("openssl is installed")
+            .success();
+        assert!(ok, "openssl {args:?}");
+    };
+    let ec = [
+        "-newkey",
+        "ec",
+        "-pkeyopt",
+        "ec_paramgen_curve:P-256",
+        "-nodes",
+    ];
+    openssl(
+        &[
+            &["req", "-x509"][..],
+            &ec,
+            &[
+                "-keyout",
+                "ca.key",
+                "-out",
+                "ca.pem",
+                "-days",
+                "2",
+                "-subj",
+                "/CN=popkey test CA",
+            ],
+        ]
+        .concat(),
+    );
+    openssl(
+        &[
+            &["req"][..],
+            &ec,
+            &[
+                "-keyout",
+                "server.key",
+                "-out",
+                "server.csr",
+                "-subj",
+                "/CN=localhost",
+            ],
+        ]
+        .concat(),
+    );
+    std::fs::write(
+        d.join("ext"),
+        "subjectAltName=DNS:localhost,IP:127.0.0.1\nbasicConstraints=CA:FALSE\nextendedKeyUsage=serverAuth,clientAuth\n",
+    )
+    .expect("write ext");
+    openssl(&[
+        "x509",
+        "-req",
+        "-in",
+        "server.csr",
+        "-CA",
+        "ca.pem",
+        "-CAkey",
+        "ca.key",
+        "-CAcreateserial",
+        "-out",
+        "server.pem",
+        "-days",
+        "2",
+        "-extfile",
+        "ext",
+    ]);
 }
