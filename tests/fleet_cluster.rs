@@ -142,11 +142,11 @@ fn two_processes_share_a_cluster_and_accept_each_proof_exactly_once() {
     }
     // Keys are named by a hash and live no longer than the window, on the
     // master that owns their slot.
-    for i in 0..cluster.len() {
+    for (i, size) in sizes.iter().enumerate() {
         let node = cluster.node(i);
         let keys = node.cli(&["--scan", "--pattern", "fleet:*"]);
         let keys: Vec<&str> = keys.lines().collect();
-        assert_eq!(keys.len(), sizes[i]);
+        assert_eq!(keys.len(), *size);
         for key in keys.iter().step_by(53) {
             let id = key.strip_prefix("fleet:dpop:").unwrap();
             assert_eq!(id.len(), 43, "{key}");
@@ -195,6 +195,18 @@ async fn a_replay_sent_to_another_verifier_is_refused() {
     let (ok, v) = run(&p);
     assert!(ok, "{v}");
     assert_eq!(check(&b, &p).await, Err(ErrorKind::Replay));
+    assert_eq!(cluster.dbsizes().iter().sum::<usize>(), 32);
+    // Several URLs without --replay-cluster: refused, not half-used.
+    let out = Command::new(env!("CARGO_BIN_EXE_popkey"))
+        .args(["verify", "dpop", "--method", "POST", "--url", URL])
+        .args(["--proof", &proof(&k)])
+        .args(["--replay-store", &cluster.urls()[0]])
+        .args(["--replay-store", &cluster.urls()[1]])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("--replay-cluster"), "{stderr}");
     assert_eq!(cluster.dbsizes().iter().sum::<usize>(), 32);
 }
 

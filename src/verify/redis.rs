@@ -160,8 +160,24 @@ impl RedisReplayStore {
                 ));
             }
         }
-        // The same checks the client makes when connecting (one set of
-        // credentials, one TLS mode), done now so a bad list fails early.
+        // One TLS mode and one set of credentials for every node (the
+        // client would otherwise take the first node's for all).
+        let first = &nodes[0];
+        let tls_mode = |n: &ConnectionInfo| matches!(n.addr, ConnectionAddr::TcpTls { .. });
+        if nodes.iter().any(|n| tls_mode(n) != tls_mode(first)) {
+            return Err(unavailable(
+                "the replay store cluster URLs mix redis:// and rediss://: use one scheme",
+            ));
+        }
+        if nodes.iter().any(|n| {
+            n.redis.username != first.redis.username || n.redis.password != first.redis.password
+        }) {
+            return Err(unavailable(
+                "the replay store cluster URLs carry different credentials: use the same for every node",
+            ));
+        }
+        // The checks the client makes when connecting, done now so a bad
+        // list fails early.
         cluster_builder(&nodes).build().map_err(|e| {
             unavailable(format!(
                 "the replay store cluster URLs are unusable ({:?}: {})",
