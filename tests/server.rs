@@ -621,7 +621,7 @@ fn oidc_dir() -> &'static std::path::Path {
     std::path::Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/tests/oidc"))
 }
 
-fn start_oidc(jwks: &std::path::Path) -> (Node, Value) {
+fn start_oidc(jwks: &std::path::Path, env: &[(&str, &str)]) -> (Node, Value) {
     use std::io::BufRead;
     assert!(
         oidc_dir().join("node_modules/oidc-provider").exists(),
@@ -638,6 +638,7 @@ fn start_oidc(jwks: &std::path::Path) -> (Node, Value) {
         .arg(jwks)
         .arg("false")
         .env("POPKEY_OIDC_ROTATE", "1")
+        .envs(env.iter().copied())
         .stdout(std::process::Stdio::piped())
         .stderr(std::process::Stdio::null())
         .spawn()
@@ -695,7 +696,7 @@ async fn oidc_provider_discovery_and_key_rotation_refresh_once() {
     jwk["kid"] = client.kid().into();
     let jwks = dir.path().join("jwks.json");
     std::fs::write(&jwks, json!({"keys": [jwk]}).to_string()).unwrap();
-    let (_node, info) = start_oidc(&jwks);
+    let (_node, info) = start_oidc(&jwks, &[]);
     let issuer_url = info["issuer"].as_str().unwrap().to_owned();
     let token_endpoint = info["token_endpoint"].as_str().unwrap().to_owned();
     let as_http = http();
@@ -845,6 +846,94 @@ async fn oidc_provider_discovery_and_key_rotation_refresh_once() {
     let resp = rb.send().await.unwrap();
     assert_eq!(resp.status(), 503);
     assert_eq!(resp.headers()["retry-after"], "1");
+}
+
+/// Opaque tokens: the introspection endpoint comes from discovery, the
+/// binding from the answer's `cnf.jkt`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn oidc_provider_opaque_tokens_through_discovered_introspection() {
+    let dir = tempfile::tempdir().unwrap();
+    let key_uri = format!("file:{}", dir.path().join("client.pem").display());
+    let client = PopKey::create(&key_uri, &popkey::CreateOptions::default()).unwrap();
+    let mut jwk: Value = serde_json::from_str(client.canonical_public_key_jwk()).unwrap();
+    jwk["kid"] = client.kid().into();
+    let jwks = dir.path().join("jwks.json");
+    std::fs::write(&jwks, json!({"keys": [jwk]}).to_string()).unwrap();
+    let secret = "resource server secret";
+    let (_node, info) = start_oidc(
+        &jwks,
+        &[
+            ("POPKEY_OIDC_OPAQUE", "1"),
+            ("POPKEY_OIDC_RS_SECRET", secret),
+        ],
+    );
+    let issuer_url = info["issuer"].as_str().unwrap();
+    let token = oidc_token(info["token_endpoint"].as_str().unwrap(), &key_uri);
+    assert!(!token.contains('.'), "an opaque token");
+    let http = http();
+    for (id, secret, status) in [
+        ("popkey-rs", secret, 200),
+        ("popkey-rs", "wrong secret", 401),
+    ] {
+        let issuer = Arc::new(
+            Issuer::builder(issuer_url)
+                .audience("urn:popkey:api")
+                .introspection(id, secret)
+                .build()
+                .unwrap(),
+        );
+        let addr = serve(protected(
+            ResourceServer::for_issuer(issuer).build().unwrap(),
+        ))
+        .await;
+        let url = format!("http://{addr}/items");
+        let (rb, proof) = dpop_request(
+            &http,
+            reqwest::Method::GET,
+            &url,
+            &url,
+            &client,
+            &token,
+            None,
+        );
+        verify_dpop(&proof);
+        let resp = rb.send().await.unwrap();
+        assert_eq!(resp.status(), status, "{:?}", challenge(&resp));
+        if status == 200 {
+            assert_eq!(resp.json::<Value>().await.unwrap()["jkt"], client.kid());
+        }
+        // Another key's proof for the same token: the answer's cnf.jkt names ours.
+        let other = PopKey::open("mem:").unwrap();
+        let (rb, _) = dpop_request(
+            &http,
+            reqwest::Method::GET,
+            &url,
+            &url,
+            &other,
+            &token,
+            None,
+        );
+        assert_eq!(rb.send().await.unwrap().status(), 401);
+    }
+    // Without introspection configured, an opaque token is refused.
+    let issuer = Arc::new(Issuer::builder(issuer_url).build().unwrap());
+    let addr = serve(protected(
+        ResourceServer::for_issuer(issuer).build().unwrap(),
+    ))
+    .await;
+    let url = format!("http://{addr}/items");
+    let (rb, _) = dpop_request(
+        &http,
+        reqwest::Method::GET,
+        &url,
+        &url,
+        &client,
+        &token,
+        None,
+    );
+    let resp = rb.send().await.unwrap();
+    assert_eq!(resp.status(), 401);
+    assert!(challenge(&resp)[0].contains("invalid_access_token"));
 }
 
 // ---------------------------------------------------------------------------

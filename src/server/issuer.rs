@@ -92,7 +92,13 @@ struct KeySet {
 struct RefreshState {
     metadata: Option<Metadata>,
     last_kid_refresh: Option<Instant>,
+    /// When a first fetch last failed: requests meanwhile fail fast
+    /// instead of queueing one fetch each behind the lock.
+    last_failure: Option<Instant>,
 }
+
+/// How long after a failed first fetch requests fail without asking again.
+const FAILURE_BACKOFF: Duration = Duration::from_secs(2);
 
 #[derive(Clone)]
 struct Metadata {
@@ -244,11 +250,24 @@ impl Issuer {
             return Ok(());
         }
         let mut state = self.refresh_lock.lock().await;
+        let now = Instant::now();
         // Someone else may have refreshed while this task waited.
         let set = self.current();
         match needs(&set) {
             Need::Nothing => Ok(()),
-            Need::First => self.fetch_keys(&mut state).await,
+            Need::First => {
+                if state
+                    .last_failure
+                    .is_some_and(|t| now.duration_since(t) < FAILURE_BACKOFF.min(self.min_refresh))
+                {
+                    return Err(issuer_err(
+                        "the issuer's keys are unavailable (retrying shortly)",
+                    ));
+                }
+                let fetched = self.fetch_keys(&mut state).await;
+                state.last_failure = fetched.as_ref().err().map(|_| Instant::now());
+                fetched
+            }
             Need::Stale => {
                 if let Err(e) = self.fetch_keys(&mut state).await {
                     // Keep the old keys; ask again after the interval.
