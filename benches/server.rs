@@ -21,7 +21,8 @@
 //!
 //! Rounds alternate the two apps so background load hits both alike; the
 //! medians of the rounds are printed. `POPKEY_BENCH_REQUESTS` (default
-//! 4000 per sequential round) scales it.
+//! 4000 per sequential round) scales it. Under `cargo test` it runs one
+//! small round as a smoke test.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -39,7 +40,6 @@ use serde_json::json;
 
 mod raw;
 
-const ROUNDS: usize = 3;
 const CLIENTS: usize = 16;
 
 fn b64(bytes: impl AsRef<[u8]>) -> String {
@@ -219,10 +219,13 @@ fn in_process(s: &Setup, n: usize) -> (f64, f64) {
 }
 
 fn main() {
+    let measuring = std::env::args().any(|a| a == "--bench");
     let n: usize = std::env::var("POPKEY_BENCH_REQUESTS")
         .ok()
         .and_then(|v| v.parse().ok())
-        .unwrap_or(4000);
+        .filter(|_| measuring)
+        .unwrap_or(if measuring { 4000 } else { 64 });
+    let rounds = if measuring { 3 } else { 1 };
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
@@ -254,7 +257,7 @@ fn main() {
 
         let mut seq = (Vec::new(), Vec::new());
         let mut conc = (Vec::new(), Vec::new());
-        for _ in 0..ROUNDS {
+        for _ in 0..rounds {
             let p = proofs(&s, &without_url, n);
             seq.0.push(drive(&http, &without_url, &s.token, p, 1).await);
             let p = proofs(&s, &with_url, n);
@@ -266,7 +269,7 @@ fn main() {
         }
         let (raw_us, full_us) = in_process(&s, n);
         let (plain, layer) = (med_run(&seq.0), med_run(&seq.1));
-        println!("server bench: ES256 DPoP proof + ES256 access token, {n} requests per sequential round, median of {ROUNDS} rounds");
+        println!("server bench: ES256 DPoP proof + ES256 access token, {n} requests per sequential round, median of {rounds} rounds");
         println!("sequential (1 client):");
         print_run("without layer", plain);
         print_run("with layer", layer);
