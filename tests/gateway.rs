@@ -385,6 +385,75 @@ fn traefik_forward_auth_headers() {
     let (status, h, _) = send("GET", &gw, &wrong_host);
     assert_eq!(status, 401);
     assert_eq!(header_text(&h, "x-pop-status"), "401");
+
+    // Only the proxies may ask: from a peer outside --trusted-proxy, 403.
+    let strict = GatewayProcess::start(&[
+        "--issuer",
+        &s.oidc.issuer,
+        "--audience",
+        AUDIENCE,
+        "--trusted-proxy",
+        "10.0.0.0/8",
+    ]);
+    let proof = s.proof("DELETE", public, &token);
+    let mut fresh = traefik;
+    fresh[5] = ("DPoP", proof.as_str());
+    let (status, _, _) = send(
+        "GET",
+        &format!("http://127.0.0.1:{}/auth", strict.port),
+        &fresh,
+    );
+    assert_eq!(status, 403);
+}
+
+/// The replay store fails closed: with the shared Redis down, 503 (with
+/// Retry-After) reaches the client through nginx, not auth_request's 500;
+/// once Redis is back, requests pass again.
+#[cfg(feature = "redis")]
+#[test]
+fn replay_store_down_is_503_through_nginx() {
+    let mut redis = popkey_testkit::redis::RedisServer::tcp();
+    let url = redis.url();
+    let s = Stack::start(&["--replay-store", &url, "--replay-timeout-ms", "200"]);
+    let token = s.access_token();
+    let target = format!("{}/api/fleet", s.nginx.url(0));
+    let auth = format!("DPoP {token}");
+    let proof = s.proof("GET", &target, &token);
+    let (status, _, _) = send(
+        "GET",
+        &target,
+        &[("Authorization", &auth), ("DPoP", &proof)],
+    );
+    assert_eq!(status, 200, "{}", s.failure_context());
+    redis.kill();
+    let proof = s.proof("GET", &target, &token);
+    let (status, h, _) = send(
+        "GET",
+        &target,
+        &[("Authorization", &auth), ("DPoP", &proof)],
+    );
+    assert_eq!(status, 503, "{}", s.failure_context());
+    assert_eq!(header_text(&h, "retry-after"), "1");
+    assert_eq!(header_text(&h, "cache-control"), "no-store");
+    redis.start();
+    let passed = (0..50).any(|_| {
+        let proof = s.proof("GET", &target, &token);
+        let (status, _, _) = send(
+            "GET",
+            &target,
+            &[("Authorization", &auth), ("DPoP", &proof)],
+        );
+        status == 200 || {
+            std::thread::sleep(std::time::Duration::from_millis(100));
+            false
+        }
+    });
+    assert!(
+        passed,
+        "no recovery after Redis restarted\n{}",
+        s.failure_context()
+    );
+    assert_eq!(s.upstream.count(), 2);
 }
 
 #[test]

@@ -102,7 +102,7 @@ impl Drop for EchoUpstream {
 /// the subrequest carries the original method and URI and the public
 /// origin; 401 answers keep `WWW-Authenticate` and `DPoP-Nonce`; a 400 or
 /// 503 from the gateway (which `auth_request` would turn into 500) is given
-/// back with its own status through `X-Pop-Status`.
+/// (or 413) back with its own status through `X-Pop-Status`.
 pub fn auth_request_http(gateway_port: u16, upstream_port: u16) -> String {
     format!(
         r#"
@@ -122,6 +122,7 @@ pub fn auth_request_http(gateway_port: u16, upstream_port: u16) -> String {
       auth_request_set $pop_status $upstream_http_x_pop_status;
       auth_request_set $pop_challenge $upstream_http_www_authenticate;
       auth_request_set $pop_nonce $upstream_http_dpop_nonce;
+      auth_request_set $pop_retry_after $upstream_http_retry_after;
       error_page 401 = @popkey_refused;
       error_page 500 = @popkey_error;
       add_header DPoP-Nonce $pop_nonce always;
@@ -157,8 +158,10 @@ pub fn auth_request_http(gateway_port: u16, upstream_port: u16) -> String {
     location @popkey_error {{
       add_header WWW-Authenticate $pop_challenge always;
       add_header DPoP-Nonce $pop_nonce always;
+      add_header Retry-After $pop_retry_after always;
       add_header Cache-Control no-store always;
       if ($pop_status = 400) {{ return 400; }}
+      if ($pop_status = 413) {{ return 413; }}
       if ($pop_status = 503) {{ return 503; }}
       return 500;
     }}
