@@ -93,7 +93,11 @@ fn report(name: &str, took: Duration, mut lat: Vec<Duration>) {
 }
 
 fn main() {
-    let n = env_usize("POPKEY_BENCH_REQUESTS", 4000);
+    // `cargo test --all-targets` runs this too (without `--bench`): then a
+    // smoke run only.
+    let measuring = std::env::args().any(|a| a == "--bench");
+    let n = env_usize("POPKEY_BENCH_REQUESTS", if measuring { 4000 } else { 100 });
+    let rounds = if measuring { 2 } else { 1 };
     let c = env_usize("POPKEY_BENCH_CONCURRENCY", 16);
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
@@ -182,10 +186,11 @@ fn main() {
     println!("popkey gateway bench: {n} requests per line, {c} concurrent, ES256 DPoP, loopback");
     rt.block_on(async {
         // Warm-up: connections, keys, caches.
-        run(&client, signed(&direct, &direct, 200, false), c).await;
-        run(&client, signed(&via_gateway, &via_gateway, 200, false), c).await;
-        run(&client, signed(&gw, "http://api.example", 200, true), c).await;
-        for round in 1..=2 {
+        let warm = n.min(200);
+        run(&client, signed(&direct, &direct, warm, false), c).await;
+        run(&client, signed(&via_gateway, &via_gateway, warm, false), c).await;
+        run(&client, signed(&gw, "http://api.example", warm, true), c).await;
+        for round in 1..=rounds {
             let (t, l) = run(&client, signed(&direct, &direct, n, false), c).await;
             report(&format!("[{round}] nginx -> upstream (no auth)"), t, l);
             let (t, l) = run(&client, signed(&via_gateway, &via_gateway, n, false), c).await;
