@@ -13,6 +13,9 @@ use serde_json::json;
 mod bench;
 #[cfg(feature = "client")]
 mod client;
+mod fleet;
+#[cfg(feature = "gateway")]
+mod gateway;
 mod verify;
 
 /// Proof-of-Possession keys in TPMs and HSMs: SHR and DPoP signing.
@@ -47,6 +50,11 @@ enum Command {
     /// Get a token, call an API with it and a fresh proof, print the body.
     #[cfg(feature = "client")]
     Call(client::CallArgs),
+    /// Forward authentication for nginx auth_request, Traefik forwardAuth
+    /// and Envoy ext_authz: verifies DPoP/PoP requests, answers 200 with
+    /// X-Pop-Subject/-Jkt/-Scheme or 401/400/503 with the challenge.
+    #[cfg(feature = "gateway")]
+    Gateway(gateway::GatewayArgs),
 }
 
 #[derive(Subcommand)]
@@ -259,6 +267,8 @@ fn run(command: Command) -> Result<String, String> {
         Command::Token(a) => client::token(&a),
         #[cfg(feature = "client")]
         Command::Call(a) => client::call(&a).map(|_| String::new()),
+        #[cfg(feature = "gateway")]
+        Command::Gateway(a) => gateway::run(&a),
     }
 }
 
