@@ -300,26 +300,33 @@ impl fmt::Debug for CertificateChain {
 impl CertificateChain {
     /// Reads PEM `CERTIFICATE` blocks (leaf first) from a file.
     pub fn from_pem_file(path: impl AsRef<Path>) -> Result<Self> {
+        use std::io::Read;
         let path = path.as_ref();
         let name = path.display().to_string();
-        let text = crate::pem::read_file(
-            path,
-            MAX_CERT_FILE,
-            || format!("no certificate file at {name}"),
-            |_| Ok(()),
-        )
-        .map_err(|e| match e {
-            Error::MalformedKey {
-                source_name,
-                reason,
-            } => CertificateError::Malformed {
-                source_name,
-                reason,
+        let io = |source| Error::Io {
+            action: "cannot read the certificate file",
+            path: path.to_path_buf(),
+            source,
+        };
+        let mut bytes = Vec::new();
+        std::fs::File::open(path)
+            .map_err(io)?
+            .take(MAX_CERT_FILE + 1)
+            .read_to_end(&mut bytes)
+            .map_err(io)?;
+        if bytes.len() as u64 > MAX_CERT_FILE {
+            return Err(CertificateError::Malformed {
+                source_name: name,
+                reason: format!("larger than {MAX_CERT_FILE} bytes"),
             }
-            .into(),
-            other => other,
+            .into());
+        }
+        let text = std::str::from_utf8(&bytes).map_err(|_| CertificateError::Malformed {
+            source_name: name.clone(),
+            reason: "not a text file: PEM `CERTIFICATE` blocks are expected (DER is not accepted)"
+                .into(),
         })?;
-        Self::from_pem(&text, &name)
+        Self::from_pem(text, &name)
     }
 
     /// Parses PEM `CERTIFICATE` blocks (leaf first). `source_name` names
