@@ -120,6 +120,9 @@ pub mod assertion;
 pub mod auth_header;
 pub(crate) mod b64;
 mod backend;
+#[cfg(feature = "cert")]
+#[cfg_attr(docsrs, doc(cfg(feature = "cert")))]
+pub mod cert;
 #[cfg(feature = "client")]
 #[cfg_attr(docsrs, doc(cfg(feature = "client")))]
 pub mod client;
@@ -140,12 +143,17 @@ pub mod server;
 pub mod shr;
 mod signer;
 mod text;
+#[cfg(feature = "mtls")]
+#[cfg_attr(docsrs, doc(cfg(feature = "mtls")))]
+pub mod tls;
 mod uri;
 pub mod verify;
 
 pub use alg::Algorithm;
 pub use backend::{BackendKind, DeviceInfo, DeviceKind, KeyLocation};
 pub use crypto::crypto_provider;
+#[cfg(feature = "cert")]
+pub use error::CertificateError;
 #[cfg(feature = "client")]
 pub use error::ClientError;
 #[cfg(feature = "pkcs11")]
