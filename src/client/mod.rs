@@ -16,6 +16,8 @@
 //! * [`PopClient::authorize`] is the `reqwest` integration: it signs a
 //!   request you built with your own client (`.query()`, `.json()`, …).
 //! * [`RetryPolicy`]: which failures are retried, and how long to wait.
+//! * [`Scheme::Mtls`]: RFC 8705 certificate-bound tokens over mutual TLS,
+//!   bound to a [`BindingCertificate`] for the popkey key.
 //!
 //! Signing runs on tokio's blocking pool (`spawn_blocking`): a real TPM can
 //! take 200 ms per signature, which must not stall the executor.
@@ -23,12 +25,14 @@
 mod cache;
 pub mod challenge;
 mod key_source;
+mod mtls;
 mod pop_client;
 mod retry;
 mod token;
 
 pub use cache::{CacheKey, TokenCache};
 pub use key_source::KeySource;
+pub use mtls::BindingCertificate;
 pub use pop_client::PopClient;
 pub use retry::RetryPolicy;
 pub use token::{

@@ -132,7 +132,8 @@ impl PopClient {
 
     /// A token bound to `key`, a snapshot the caller also signs with.
     async fn token_for(&self, key: &PopKey) -> Result<Arc<TokenResponse>> {
-        let cache_key = CacheKey::new(&self.request, key.kid());
+        // Scheme::Mtls: cached per certificate thumbprint.
+        let cache_key = CacheKey::new(&self.request, self.request.binding_thumbprint(key));
         self.cache
             .get_or_fetch(&cache_key, || self.tokens.request(&self.request, key))
             .await
@@ -245,7 +246,7 @@ impl PopClient {
                 }
                 pop_nonce.is_some()
             }
-            Scheme::Bearer => false,
+            Scheme::Bearer | Scheme::Mtls => false,
         }
     }
 
@@ -358,7 +359,9 @@ impl PopClient {
                 .await?;
                 Ok((format!("DPoP {at}"), Some(proof)))
             }
-            Scheme::Bearer => Ok((format!("Bearer {at}"), None)),
+            // RFC 8705: a certificate-bound token goes as a bearer token;
+            // the TLS connection (this client's certificate) is the proof.
+            Scheme::Bearer | Scheme::Mtls => Ok((format!("Bearer {at}"), None)),
         }
     }
 }
