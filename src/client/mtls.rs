@@ -164,6 +164,13 @@ mod tests {
             assert!(e.to_string().contains(&t), "{e}");
         }
         assert!(BindingCertificate::from_der(b"").is_err());
+        for name in ["mtls", "MTLS", "mtls_pop", "mtls-pop"] {
+            assert_eq!(name.parse::<super::super::Scheme>().unwrap(), super::super::Scheme::Mtls);
+        }
+        let mtls = super::super::Scheme::Mtls;
+        assert!(mtls.accepts_token_type("Bearer") && mtls.accepts_token_type("bearer"));
+        assert!(mtls.accepts_token_type("mtls_pop") && !mtls.accepts_token_type("DPoP"));
+        assert!(!super::super::Scheme::Bearer.accepts_token_type("mtls_pop"));
         assert!(BindingCertificate::from_pem(
             "-----BEGIN PRIVATE KEY-----\nMDA=\n-----END PRIVATE KEY-----\n"
         )
