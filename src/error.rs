@@ -156,6 +156,66 @@ pub enum Error {
     #[cfg_attr(docsrs, doc(cfg(feature = "client")))]
     #[error(transparent)]
     Client(#[from] ClientError),
+
+    /// A certificate or certificate request could not be read, made or used.
+    #[cfg(feature = "cert")]
+    #[cfg_attr(docsrs, doc(cfg(feature = "cert")))]
+    #[error(transparent)]
+    Certificate(#[from] CertificateError),
+}
+
+/// The errors of X.509 certificates and CSRs, nested in [`Error::Certificate`].
+#[cfg(feature = "cert")]
+#[cfg_attr(docsrs, doc(cfg(feature = "cert")))]
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum CertificateError {
+    /// A certificate (chain) could not be decoded: not PEM `CERTIFICATE`
+    /// blocks, or not a valid X.509 certificate.
+    #[error("malformed certificate in {source_name}: {reason}")]
+    Malformed {
+        /// Where the certificate came from (a path, or "PEM input").
+        source_name: String,
+        /// What is wrong with it.
+        reason: String,
+    },
+
+    /// The certificate's validity period has ended.
+    #[error("the certificate `{subject}` expired at {not_after}; make a new one")]
+    Expired {
+        /// The certificate's subject.
+        subject: String,
+        /// The end of its validity (RFC 3339, UTC).
+        not_after: String,
+    },
+
+    /// The certificate's validity period has not begun.
+    #[error("the certificate `{subject}` is not valid before {not_before}; check the clock")]
+    NotYetValid {
+        /// The certificate's subject.
+        subject: String,
+        /// The start of its validity (RFC 3339, UTC).
+        not_before: String,
+    },
+
+    /// The certificate holds another public key than the key given to use with it.
+    #[error("the certificate (x5t#S256 {certificate_thumbprint}) is for the key with JWK thumbprint {certificate_key_thumbprint}, not for the key {key_thumbprint}")]
+    KeyMismatch {
+        /// The certificate's SHA-256 thumbprint (`x5t#S256`).
+        certificate_thumbprint: String,
+        /// The RFC 7638 thumbprint of the public key in the certificate.
+        certificate_key_thumbprint: String,
+        /// The RFC 7638 thumbprint of the key given.
+        key_thumbprint: String,
+    },
+
+    /// A subject name or subject alternative name could not be used.
+    #[error("invalid certificate name: {0}")]
+    InvalidName(String),
+
+    /// The certificate or request could not be encoded or signed.
+    #[error("cannot build the certificate: {0}")]
+    Build(String),
 }
 
 /// The errors of PKCS#11 tokens and modules, nested in [`Error::Pkcs11`].
@@ -404,6 +464,18 @@ pub enum ErrorKind {
     UnexpectedResponse,
     /// `ClientError::TokenNotBound`.
     TokenNotBound,
+    /// `CertificateError::Malformed`.
+    MalformedCertificate,
+    /// `CertificateError::Expired`.
+    CertificateExpired,
+    /// `CertificateError::NotYetValid`.
+    CertificateNotYetValid,
+    /// `CertificateError::KeyMismatch`.
+    CertificateKeyMismatch,
+    /// `CertificateError::InvalidName`.
+    InvalidCertificateName,
+    /// `CertificateError::Build`.
+    CertificateBuild,
 }
 
 impl ErrorKind {
@@ -445,6 +517,12 @@ impl ErrorKind {
             ErrorKind::TokenEndpoint => "token_endpoint",
             ErrorKind::UnexpectedResponse => "unexpected_response",
             ErrorKind::TokenNotBound => "token_not_bound",
+            ErrorKind::MalformedCertificate => "malformed_certificate",
+            ErrorKind::CertificateExpired => "certificate_expired",
+            ErrorKind::CertificateNotYetValid => "certificate_not_yet_valid",
+            ErrorKind::CertificateKeyMismatch => "certificate_key_mismatch",
+            ErrorKind::InvalidCertificateName => "invalid_certificate_name",
+            ErrorKind::CertificateBuild => "certificate_build",
         }
     }
 }
@@ -482,6 +560,8 @@ impl Error {
             Error::Tpm(e) => e.kind(),
             #[cfg(feature = "client")]
             Error::Client(e) => e.kind(),
+            #[cfg(feature = "cert")]
+            Error::Certificate(e) => e.kind(),
         }
     }
 
@@ -583,6 +663,21 @@ impl ClientError {
             ClientError::TokenEndpoint { .. } => ErrorKind::TokenEndpoint,
             ClientError::UnexpectedResponse { .. } => ErrorKind::UnexpectedResponse,
             ClientError::TokenNotBound { .. } => ErrorKind::TokenNotBound,
+        }
+    }
+}
+
+#[cfg(feature = "cert")]
+impl CertificateError {
+    /// What kind of failure this is.
+    pub fn kind(&self) -> ErrorKind {
+        match self {
+            CertificateError::Malformed { .. } => ErrorKind::MalformedCertificate,
+            CertificateError::Expired { .. } => ErrorKind::CertificateExpired,
+            CertificateError::NotYetValid { .. } => ErrorKind::CertificateNotYetValid,
+            CertificateError::KeyMismatch { .. } => ErrorKind::CertificateKeyMismatch,
+            CertificateError::InvalidName(_) => ErrorKind::InvalidCertificateName,
+            CertificateError::Build(_) => ErrorKind::CertificateBuild,
         }
     }
 }

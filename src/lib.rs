@@ -110,6 +110,9 @@ mod alg;
 pub mod assertion;
 pub(crate) mod b64;
 mod backend;
+#[cfg(feature = "cert")]
+#[cfg_attr(docsrs, doc(cfg(feature = "cert")))]
+pub mod cert;
 #[cfg(feature = "client")]
 #[cfg_attr(docsrs, doc(cfg(feature = "client")))]
 pub mod client;
@@ -127,12 +130,17 @@ mod provider;
 pub mod shr;
 mod signer;
 mod text;
+#[cfg(feature = "mtls")]
+#[cfg_attr(docsrs, doc(cfg(feature = "mtls")))]
+pub mod tls;
 mod uri;
 pub mod verify;
 
 pub use alg::Algorithm;
 pub use backend::{BackendKind, DeviceInfo, DeviceKind, KeyLocation};
 pub use crypto::crypto_provider;
+#[cfg(feature = "cert")]
+pub use error::CertificateError;
 #[cfg(feature = "client")]
 pub use error::ClientError;
 #[cfg(feature = "pkcs11")]

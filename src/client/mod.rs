@@ -18,6 +18,8 @@
 //! * [`RetryPolicy`]: which failures are retried, and how long to wait.
 //! * [`Scheme::Mtls`]: RFC 8705 certificate-bound tokens over mutual TLS,
 //!   bound to a [`BindingCertificate`] for the popkey key.
+//! * [`TlsConfig`]: which servers to trust (the platform store by default,
+//!   plus your CA files) and, with feature `mtls`, the client certificate.
 //!
 //! Signing runs on tokio's blocking pool (`spawn_blocking`): a real TPM can
 //! take 200 ms per signature, which must not stall the executor.
@@ -28,6 +30,7 @@ mod key_source;
 mod mtls;
 mod pop_client;
 mod retry;
+mod tls;
 mod token;
 
 pub use cache::{CacheKey, TokenCache};
@@ -35,6 +38,7 @@ pub use key_source::KeySource;
 pub use mtls::BindingCertificate;
 pub use pop_client::PopClient;
 pub use retry::RetryPolicy;
+pub use tls::TlsConfig;
 pub use token::{
     entra_scope, entra_token_endpoint, ClientAuth, Scheme, TokenClient, TokenRequest, TokenResponse,
 };
@@ -97,14 +101,9 @@ impl Nonces {
     }
 }
 
-/// A reqwest client with popkey's defaults: timeouts on connect and on
-/// every request, no automatic redirects (a proof is bound to one URL).
+/// A reqwest client with popkey's defaults: the platform's trust store,
+/// timeouts on connect and on every request, no automatic redirects (a
+/// proof is bound to one URL). See [`TlsConfig::http_client`].
 pub(crate) fn default_http() -> crate::Result<reqwest::Client> {
-    reqwest::Client::builder()
-        .connect_timeout(std::time::Duration::from_secs(10))
-        .timeout(DEFAULT_TIMEOUT)
-        .redirect(reqwest::redirect::Policy::none())
-        .user_agent(concat!("popkey/", env!("CARGO_PKG_VERSION")))
-        .build()
-        .map_err(|e| crate::Error::Config(format!("cannot build the HTTP client: {e}")))
+    TlsConfig::new().http_client()
 }

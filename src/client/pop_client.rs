@@ -84,6 +84,22 @@ impl PopClient {
         )
     }
 
+    /// A client like [`PopClient::new`] with these TLS settings (trust
+    /// anchors, client identity) for both the token endpoint and the API.
+    pub fn with_tls(
+        key: impl Into<KeySource>,
+        request: TokenRequest,
+        tls: &super::TlsConfig,
+    ) -> Result<Self> {
+        Self::with_parts(
+            key,
+            request,
+            tls.http_client()?,
+            Arc::new(TokenCache::new()),
+            RetryPolicy::default(),
+        )
+    }
+
     /// A client with your own `reqwest::Client`, cache (share one between
     /// clients) and retry policy. Build that client with
     /// `redirect(reqwest::redirect::Policy::none())` and timeouts, as

@@ -285,6 +285,15 @@ impl TokenClient {
         ))
     }
 
+    /// A client with these TLS settings (trust anchors, client identity).
+    pub fn with_tls(tls: &super::TlsConfig) -> Result<Self> {
+        Ok(Self::with_http(
+            tls.http_client()?,
+            Arc::new(Nonces::default()),
+            RetryPolicy::default(),
+        ))
+    }
+
     pub(crate) fn with_http(
         http: reqwest::Client,
         nonces: Arc<Nonces>,

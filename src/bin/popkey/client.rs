@@ -4,7 +4,7 @@ use std::io::Write;
 use std::path::PathBuf;
 
 use clap::Args;
-use popkey::client::{ClientAuth, PopClient, Scheme, TokenClient, TokenRequest};
+use popkey::client::{ClientAuth, PopClient, Scheme, TlsConfig, TokenClient, TokenRequest};
 use popkey::PopKey;
 
 use crate::KeyArg;
@@ -51,6 +51,11 @@ pub(crate) struct TokenArgs {
     /// The assertion key's certificate chain (PEM), for x5t#S256 and x5c.
     #[arg(long, requires = "assertion_key")]
     assertion_cert: Option<PathBuf>,
+    /// Also trust the CA certificates (PEM) in this file, for an authority
+    /// or API behind a private CA. Repeatable. The platform's trust store
+    /// is always used too.
+    #[arg(long = "ca-file", value_name = "FILE")]
+    ca_files: Vec<PathBuf>,
 }
 
 #[derive(Args)]
@@ -106,6 +111,18 @@ impl TokenArgs {
     }
 }
 
+impl TokenArgs {
+    /// The TLS settings of the token and API requests: the platform's
+    /// trust store plus every --ca-file.
+    fn tls(&self) -> Result<TlsConfig, String> {
+        let mut tls = TlsConfig::new();
+        for path in &self.ca_files {
+            tls = tls.add_ca_pem_file(path).map_err(|e| e.to_string())?;
+        }
+        Ok(tls)
+    }
+}
+
 fn runtime() -> Result<tokio::runtime::Runtime, String> {
     tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -115,8 +132,9 @@ fn runtime() -> Result<tokio::runtime::Runtime, String> {
 
 pub(crate) fn token(args: &TokenArgs) -> Result<String, String> {
     let (key, req) = args.build()?;
+    let tls = args.tls()?;
     let resp = runtime()?
-        .block_on(async { TokenClient::new()?.request(&req, &key).await })
+        .block_on(async { TokenClient::with_tls(&tls)?.request(&req, &key).await })
         .map_err(|e| e.to_string())?;
     Ok(serde_json::Value::Object(resp.raw).to_string())
 }
@@ -124,6 +142,7 @@ pub(crate) fn token(args: &TokenArgs) -> Result<String, String> {
 /// Prints the body; fails (after printing it) when the status is an error.
 pub(crate) fn call(args: &CallArgs) -> Result<Option<String>, String> {
     let (key, req) = args.token.build()?;
+    let tls = args.token.tls()?;
     let method = reqwest::Method::from_bytes(args.method.as_bytes())
         .map_err(|_| format!("`{}` is not an HTTP method", args.method))?;
     let mut headers = Vec::new();
@@ -139,7 +158,7 @@ pub(crate) fn call(args: &CallArgs) -> Result<Option<String>, String> {
     };
     let (status, bytes) = runtime()?
         .block_on(async {
-            let client = PopClient::new(key, req)?;
+            let client = PopClient::with_tls(key, req, &tls)?;
             let h: Vec<(&str, &str)> = headers
                 .iter()
                 .map(|(n, v)| (n.as_str(), v.as_str()))

@@ -11,6 +11,8 @@ use popkey::{Algorithm, CreateOptions, OpenOptions, PopCryptoProvider, PopKey};
 use serde_json::json;
 
 mod bench;
+#[cfg(feature = "cert")]
+mod cert;
 #[cfg(feature = "client")]
 mod client;
 mod verify;
@@ -47,6 +49,11 @@ enum Command {
     /// Get a token, call an API with it and a fresh proof, print the body.
     #[cfg(feature = "client")]
     Call(client::CallArgs),
+    /// Make a CSR or a self-signed certificate for a key (for mTLS), or
+    /// describe a certificate.
+    #[cfg(feature = "cert")]
+    #[command(subcommand)]
+    Cert(cert::CertCommand),
 }
 
 #[derive(Subcommand)]
@@ -259,6 +266,8 @@ fn run(command: Command) -> Result<String, String> {
         Command::Token(a) => client::token(&a),
         #[cfg(feature = "client")]
         Command::Call(a) => client::call(&a).map(|_| String::new()),
+        #[cfg(feature = "cert")]
+        Command::Cert(c) => cert::run(&c),
     }
 }
 
@@ -269,6 +278,9 @@ fn cli_message(e: &popkey::Error) -> String {
         popkey::ErrorKind::KeyExists => "; pass --force to replace it",
         popkey::ErrorKind::ExportableKey => "; pass --allow-exportable to accept it",
         popkey::ErrorKind::KeyNotFound => "; create a key with `popkey key create --key URI`",
+        popkey::ErrorKind::CertificateKeyMismatch | popkey::ErrorKind::CertificateExpired => {
+            "; make a certificate for the key with `popkey cert self-signed --key URI` or `popkey cert csr`"
+        }
         _ => "",
     };
     format!("{e}{hint}")
