@@ -7,12 +7,15 @@
 //! * [`softhsm`]: a private SoftHSM2 token directory per test process;
 //! * [`swtpm`]: a private swtpm per test, killed by PID on drop;
 //! * [`redis`]: a private `redis-server` per test (TCP or unix socket);
-//! * [`authority`]: a local Entra-style authority and a protected API.
+//! * [`authority`]: a local Entra-style authority and a protected API;
+//! * [`nginx`]: a private nginx per test (own config, prefix, temp dirs
+//!   and free ports), killed by PID on drop.
 //!
 //! Nothing here skips: a missing package fails the test and names it.
 
 pub mod authority;
 pub mod common;
+pub mod nginx;
 pub mod redis;
 pub mod softhsm;
 pub mod swtpm;

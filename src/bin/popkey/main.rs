@@ -15,6 +15,9 @@ mod bench;
 mod cert;
 #[cfg(feature = "client")]
 mod client;
+mod fleet;
+#[cfg(feature = "gateway")]
+mod gateway;
 mod verify;
 
 /// Proof-of-Possession keys in TPMs and HSMs: SHR and DPoP signing.
@@ -54,6 +57,11 @@ enum Command {
     #[cfg(feature = "cert")]
     #[command(subcommand)]
     Cert(cert::CertCommand),
+    /// Forward authentication for nginx auth_request, Traefik forwardAuth
+    /// and Envoy ext_authz: verifies DPoP/PoP requests, answers 200 with
+    /// X-Pop-Subject/-Jkt/-Scheme or 401/400/503 with the challenge.
+    #[cfg(feature = "gateway")]
+    Gateway(gateway::GatewayArgs),
 }
 
 #[derive(Subcommand)]
@@ -268,6 +276,8 @@ fn run(command: Command) -> Result<String, String> {
         Command::Call(a) => client::call(&a).map(|_| String::new()),
         #[cfg(feature = "cert")]
         Command::Cert(c) => cert::run(&c),
+        #[cfg(feature = "gateway")]
+        Command::Gateway(a) => gateway::run(&a),
     }
 }
 

@@ -37,7 +37,7 @@ pub(crate) struct Common {
     #[arg(long)]
     url: String,
     /// The nonce the server expects.
-    #[arg(long, allow_hyphen_values = true)]
+    #[arg(long, allow_hyphen_values = true, conflicts_with = "nonce_key_ring")]
     nonce: Option<String>,
     /// Oldest acceptable proof, in seconds.
     #[arg(long, default_value_t = 300)]
@@ -80,37 +80,8 @@ pub(crate) struct Common {
     /// Required access-token audience (with --jwks or --introspect).
     #[arg(long, conflicts_with = "jkt")]
     audience: Option<String>,
-    #[cfg(feature = "redis")]
-    /// Record proofs in this Redis/Valkey (`redis://host:port/db`,
-    /// `rediss://…`, `unix:///path.sock`), shared with the other instances:
-    /// a proof accepted anywhere is a replay everywhere. If the store cannot
-    /// answer, the proof is refused (`replay_store_unavailable`).
-    #[arg(long, value_name = "URL")]
-    replay_store: Option<String>,
-    #[cfg(feature = "redis")]
-    /// Key prefix in the replay store (default `popkey:replay:`).
-    #[arg(long, value_name = "PREFIX", requires = "replay_store")]
-    replay_prefix: Option<String>,
-    #[cfg(feature = "redis")]
-    /// A file holding the replay store's password (instead of the URL).
-    #[arg(long, value_name = "FILE", requires = "replay_store")]
-    replay_password_file: Option<PathBuf>,
-    #[cfg(feature = "redis")]
-    /// How long to wait for the replay store, in milliseconds.
-    #[arg(long, value_name = "MS", default_value_t = 250)]
-    replay_timeout_ms: u64,
-    /// Require a nonce issued with this key ring (lines of `<id> <base64
-    /// secret>`, or JSON), as every instance sharing the ring does.
-    #[arg(long, value_name = "FILE", conflicts_with = "nonce")]
-    nonce_key_ring: Option<PathBuf>,
-    /// How long a key-ring nonce is accepted, in seconds.
-    #[arg(
-        long,
-        value_name = "SECS",
-        default_value_t = 300,
-        requires = "nonce_key_ring"
-    )]
-    nonce_lifetime: u64,
+    #[command(flatten)]
+    fleet: crate::fleet::FleetArgs,
     /// With `--proof -`: every line of standard input is one proof; print
     /// one result line each (claims, or `{"error": …}`), then a summary.
     #[arg(long)]
@@ -257,10 +228,8 @@ fn validator(
 }
 
 fn policy(c: &Common) -> Result<NoncePolicy, String> {
-    if let Some(path) = &c.nonce_key_ring {
-        let issuer = popkey::verify::nonce::NonceIssuer::from_key_ring_file(path, c.nonce_lifetime)
-            .map_err(|e| e.to_string())?;
-        return Ok(NoncePolicy::Issuer(Arc::new(issuer)));
+    if let Some(issuer) = c.fleet.nonce_issuer()? {
+        return Ok(NoncePolicy::Issuer(issuer));
     }
     Ok(match &c.nonce {
         Some(n) => NoncePolicy::Expected(n.clone()),
@@ -282,22 +251,13 @@ impl SharedReplay {
     #[cfg_attr(not(feature = "redis"), allow(unused_variables))]
     fn new(c: &Common) -> Result<Self, String> {
         #[cfg(feature = "redis")]
-        if let Some(url) = &c.replay_store {
-            let mut store = popkey::verify::redis::RedisReplayStore::new(url)
-                .map_err(|e| e.message().to_owned())?
-                .timeout(std::time::Duration::from_millis(c.replay_timeout_ms));
-            if let Some(p) = &c.replay_password_file {
-                store = store.password_file(p).map_err(|e| e.message().to_owned())?;
-            }
-            if let Some(p) = &c.replay_prefix {
-                store = store.prefix(p.clone());
-            }
+        if let Some(store) = c.fleet.replay_store()? {
             let rt = tokio::runtime::Builder::new_current_thread()
                 .enable_all()
                 .build()
                 .map_err(|e| format!("cannot start the async runtime: {e}"))?;
             return Ok(SharedReplay {
-                store: Some((Arc::new(store), rt)),
+                store: Some((store, rt)),
             });
         }
         Ok(SharedReplay {

@@ -1,0 +1,537 @@
+//! `popkey gateway`: forward authentication for nginx `auth_request`,
+//! Traefik `forwardAuth` and Envoy `ext_authz` (HTTP).
+//!
+//! The proxy sends a subrequest carrying the client's headers and the
+//! original method and URI; the gateway verifies the DPoP or PoP
+//! credentials for the *public* URL and answers
+//!
+//! * 200 with `X-Pop-Subject` (the token's `sub`), `X-Pop-Jkt` (the key
+//!   thumbprint) and `X-Pop-Scheme` (`dpop` or `pop`) for the upstream;
+//! * 401 / 400 / 503 with the challenge headers for the client
+//!   (`WWW-Authenticate`, `DPoP-Nonce`, `Cache-Control: no-store`).
+//!
+//! Every answer carries `X-Pop-Status` (its own status code), so an nginx
+//! `auth_request` (which turns anything but 2xx/401/403 into 500) can give
+//! the client the real one. Any path is an auth endpoint except `/healthz`
+//! (the process is up) and `/readyz` (the issuer's keys are loaded).
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+
+use axum::extract::{ConnectInfo, State};
+use axum::http::{HeaderMap, HeaderName, HeaderValue, Method, StatusCode, Uri};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use axum::Router;
+use clap::{Args, ValueEnum};
+
+use crate::fleet::FleetArgs;
+
+#[derive(Args)]
+pub(crate) struct GatewayArgs {
+    /// Address to listen on, e.g. 127.0.0.1:9090. Only the proxy should
+    /// reach it: the gateway believes the X-Original-* / X-Forwarded-*
+    /// headers it is sent.
+    #[arg(long, value_name = "ADDR")]
+    listen: SocketAddr,
+    /// The access tokens' issuer (`iss`). Its signing keys are found by
+    /// discovery (`/.well-known/openid-configuration`, then
+    /// `oauth-authorization-server`) unless --jwks gives them.
+    #[arg(long, value_name = "URL")]
+    issuer: String,
+    /// The audience (`aud`) access tokens must carry.
+    #[arg(long)]
+    audience: String,
+    /// The public origin clients sign for (`https://api.example.com`).
+    /// Without it the origin comes from the X-Forwarded-Proto and
+    /// X-Forwarded-Host (else Host) headers the proxy sets.
+    #[arg(long, value_name = "URL")]
+    public_origin: Option<String>,
+    /// A JWKS file with the issuer's keys, instead of discovery (offline
+    /// use and tests).
+    #[arg(long, value_name = "FILE")]
+    jwks: Option<PathBuf>,
+    /// Oldest acceptable proof, in seconds.
+    #[arg(long, value_name = "SECS", default_value_t = 300)]
+    max_age: u64,
+    #[command(flatten)]
+    fleet: FleetArgs,
+    /// Log format on standard error.
+    #[arg(long, value_enum, default_value = "text")]
+    log_format: LogFormat,
+    /// Least severe log level: error, warn, info, debug or trace.
+    #[arg(long, value_name = "LEVEL", default_value = "info")]
+    log_level: tracing::Level,
+}
+
+/// How log lines look.
+#[derive(Clone, Copy, ValueEnum)]
+pub(crate) enum LogFormat {
+    /// One human-readable line per event.
+    Text,
+    /// One JSON object per event.
+    Json,
+}
+
+/// The original request, as the proxy describes it.
+struct Original {
+    method: String,
+    url: String,
+}
+
+struct Gateway {
+    auth: auth::Authenticator,
+    public_origin: Option<String>,
+    ready: AtomicBool,
+}
+
+pub(crate) fn run(args: &GatewayArgs) -> Result<String, String> {
+    init_logs(args.log_format, args.log_level);
+    let public_origin = match &args.public_origin {
+        Some(o) => Some(parse_origin(o)?),
+        None => None,
+    };
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| format!("cannot start the async runtime: {e}"))?;
+    rt.block_on(async {
+        let auth = auth::Authenticator::new(&auth::Settings {
+            issuer: &args.issuer,
+            audience: &args.audience,
+            jwks: args.jwks.as_deref(),
+            max_age: args.max_age,
+            fleet: &args.fleet,
+        })
+        .await?;
+        let gateway = Arc::new(Gateway {
+            auth,
+            public_origin,
+            ready: AtomicBool::new(false),
+        });
+        let listener = tokio::net::TcpListener::bind(args.listen)
+            .await
+            .map_err(|e| format!("cannot listen on {}: {e}", args.listen))?;
+        let local = listener.local_addr().map_err(|e| e.to_string())?;
+        tokio::spawn(warm_up(gateway.clone()));
+        let app = Router::new()
+            .route("/healthz", get(|| async { "ok\n" }))
+            .route("/readyz", get(readyz))
+            .fallback(authorize)
+            .with_state(gateway);
+        tracing::info!(listen = %local, issuer = %args.issuer, audience = %args.audience, "popkey gateway listening");
+        axum::serve(
+            listener,
+            app.into_make_service_with_connect_info::<SocketAddr>(),
+        )
+        .with_graceful_shutdown(shutdown_signal())
+        .await
+        .map_err(|e| format!("the server failed: {e}"))?;
+        tracing::info!("popkey gateway stopped");
+        Ok(String::new())
+    })
+}
+
+fn init_logs(format: LogFormat, level: tracing::Level) {
+    let builder = tracing_subscriber::fmt()
+        .with_max_level(level)
+        .with_writer(std::io::stderr)
+        .with_target(false);
+    // A second subscriber (never here) would be the only reason to fail.
+    let _ = match format {
+        LogFormat::Text => builder.with_ansi(false).try_init(),
+        LogFormat::Json => builder.json().flatten_event(true).try_init(),
+    };
+}
+
+/// Loads the issuer's keys once at start, so /readyz can say so; retried
+/// with a pause until it works.
+async fn warm_up(g: Arc<Gateway>) {
+    let mut pause = std::time::Duration::from_millis(200);
+    loop {
+        match g.auth.warm_up().await {
+            Ok(()) => {
+                g.ready.store(true, Ordering::SeqCst);
+                tracing::info!("issuer keys loaded; ready");
+                return;
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "issuer keys not loaded yet; retrying");
+                tokio::time::sleep(pause).await;
+                pause = (pause * 2).min(std::time::Duration::from_secs(10));
+            }
+        }
+    }
+}
+
+async fn readyz(State(g): State<Arc<Gateway>>) -> Response {
+    if g.ready.load(Ordering::SeqCst) {
+        (StatusCode::OK, "ready\n").into_response()
+    } else {
+        (StatusCode::SERVICE_UNAVAILABLE, "issuer keys not loaded\n").into_response()
+    }
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! {
+        _ = ctrl_c => {},
+        _ = term => {},
+    }
+    tracing::info!("shutting down: finishing the requests in flight");
+}
+
+/// `scheme://host[:port]` without path, query or trailing `/`.
+fn parse_origin(text: &str) -> Result<String, String> {
+    let url = url::Url::parse(text).map_err(|e| format!("--public-origin `{text}`: {e}"))?;
+    if !matches!(url.scheme(), "http" | "https") || url.host_str().is_none() {
+        return Err(format!(
+            "--public-origin `{text}` must be an http(s) origin, e.g. https://api.example.com"
+        ));
+    }
+    if url.path() != "/" || url.query().is_some() || url.fragment().is_some() {
+        return Err(format!(
+            "--public-origin `{text}` must be an origin only (no path, query or fragment)"
+        ));
+    }
+    Ok(url.origin().ascii_serialization())
+}
+
+fn header<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
+    headers
+        .get(name)
+        .and_then(|v| v.to_str().ok())
+        .map(str::trim)
+        .filter(|v| !v.is_empty())
+}
+
+/// The original method and public URL: nginx's X-Original-Method /
+/// X-Original-URI, Traefik's X-Forwarded-Method / X-Forwarded-Uri, else the
+/// subrequest's own (Envoy `ext_authz` keeps the original method and path).
+fn original(
+    g: &Gateway,
+    method: &Method,
+    uri: &Uri,
+    headers: &HeaderMap,
+) -> Result<Original, String> {
+    let method = header(headers, "x-original-method")
+        .or_else(|| header(headers, "x-forwarded-method"))
+        .unwrap_or(method.as_str());
+    if method.is_empty() || !method.bytes().all(|b| b.is_ascii_alphabetic()) {
+        return Err("the original method is not an HTTP method".into());
+    }
+    let own = uri.path_and_query().map_or("/", |p| p.as_str());
+    let path = header(headers, "x-original-uri")
+        .or_else(|| header(headers, "x-forwarded-uri"))
+        .unwrap_or(own);
+    if !path.starts_with('/') || path.starts_with("//") {
+        return Err("the original URI is not an absolute path".into());
+    }
+    let origin = match &g.public_origin {
+        Some(o) => o.clone(),
+        None => {
+            let proto = header(headers, "x-forwarded-proto")
+                .ok_or("no --public-origin and no X-Forwarded-Proto from the proxy")?;
+            let host = header(headers, "x-forwarded-host")
+                .or_else(|| header(headers, "host"))
+                .ok_or("no --public-origin and no X-Forwarded-Host or Host from the proxy")?;
+            let proto = proto.split(',').next().unwrap_or(proto).trim();
+            let host = host.split(',').next().unwrap_or(host).trim();
+            if !matches!(proto, "http" | "https") {
+                return Err("X-Forwarded-Proto is neither http nor https".into());
+            }
+            parse_origin(&format!("{proto}://{host}"))
+                .map_err(|_| "X-Forwarded-Host is not a host".to_owned())?
+        }
+    };
+    let url = format!("{origin}{path}");
+    if url::Url::parse(&url).is_err() {
+        return Err("the original URI does not make a URL".into());
+    }
+    Ok(Original {
+        method: method.to_ascii_uppercase(),
+        url,
+    })
+}
+
+async fn authorize(
+    State(g): State<Arc<Gateway>>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    method: Method,
+    uri: Uri,
+    headers: HeaderMap,
+) -> Response {
+    let request = match original(&g, &method, &uri, &headers) {
+        Ok(r) => r,
+        Err(why) => {
+            tracing::warn!(%peer, reason = %why, status = 400, "cannot tell the original request");
+            return answer(
+                StatusCode::BAD_REQUEST,
+                &[("cache-control", "no-store".to_owned())],
+                "invalid_request",
+            );
+        }
+    };
+    let path = request.url.split('?').next().unwrap_or_default().to_owned();
+    match g
+        .auth
+        .authenticate(&request.method, &request.url, &headers, peer)
+        .await
+    {
+        Ok(ok) => {
+            tracing::info!(
+                %peer, method = %request.method, url = %path, status = 200,
+                scheme = ok.scheme, jkt = %ok.jkt, subject = ok.subject.as_deref().unwrap_or(""),
+                "allowed"
+            );
+            let mut h = vec![
+                ("x-pop-scheme", ok.scheme.to_owned()),
+                ("x-pop-jkt", ok.jkt),
+            ];
+            if let Some(s) = ok.subject {
+                h.push(("x-pop-subject", header_safe(&s)));
+            }
+            if let Some(n) = ok.next_nonce {
+                h.push(("dpop-nonce", n));
+            }
+            answer(StatusCode::OK, &h, "")
+        }
+        Err(no) => {
+            tracing::info!(
+                %peer, method = %request.method, url = %path, status = no.status.as_u16(),
+                error = no.kind, "refused"
+            );
+            answer(no.status, &no.headers, no.kind)
+        }
+    }
+}
+
+/// The response, with `X-Pop-Status`; `error` (a kind name, never detail)
+/// becomes a small JSON body.
+fn answer(status: StatusCode, headers: &[(&str, String)], error: &str) -> Response {
+    let body = if error.is_empty() {
+        String::new()
+    } else {
+        serde_json::json!({ "error": error }).to_string()
+    };
+    let mut resp = (status, body).into_response();
+    let h = resp.headers_mut();
+    h.insert(
+        HeaderName::from_static("x-pop-status"),
+        HeaderValue::from(status.as_u16()),
+    );
+    for (name, value) in headers {
+        if let (Ok(n), Ok(v)) = (
+            HeaderName::from_bytes(name.as_bytes()),
+            HeaderValue::from_str(value),
+        ) {
+            h.append(n, v);
+        }
+    }
+    if !error.is_empty() {
+        h.insert(
+            axum::http::header::CONTENT_TYPE,
+            HeaderValue::from_static("application/json"),
+        );
+    }
+    resp
+}
+
+/// A value safe in a header: printable ASCII kept, every other byte (and
+/// `%`) percent-encoded.
+fn header_safe(value: &str) -> String {
+    let mut out = String::with_capacity(value.len());
+    for b in value.bytes() {
+        if (0x20..0x7f).contains(&b) && b != b'%' {
+            out.push(b as char);
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    out
+}
+
+/// The verification behind the gateway.
+mod auth {
+    use std::net::SocketAddr;
+    use std::path::Path;
+    use std::sync::Arc;
+
+    use axum::http::{HeaderMap, StatusCode};
+    use popkey::verify::dpop::DpopVerifier;
+    use popkey::verify::nonce::NonceIssuer;
+    use popkey::verify::shr::ShrVerifier;
+    use popkey::verify::token::{AccessTokenValidator, JwksValidator};
+    use popkey::verify::{
+        dpop_challenge, pop_challenge, ErrorKind, NoncePolicy, Request, VerifyError,
+    };
+    use popkey::Algorithm;
+
+    use crate::fleet::FleetArgs;
+
+    pub(super) struct Settings<'a> {
+        pub(super) issuer: &'a str,
+        pub(super) audience: &'a str,
+        pub(super) jwks: Option<&'a Path>,
+        pub(super) max_age: u64,
+        pub(super) fleet: &'a FleetArgs,
+    }
+
+    /// A request that passed.
+    pub(super) struct Allowed {
+        pub(super) scheme: &'static str,
+        pub(super) jkt: String,
+        pub(super) subject: Option<String>,
+        pub(super) next_nonce: Option<String>,
+    }
+
+    /// A request that did not.
+    pub(super) struct Refused {
+        pub(super) status: StatusCode,
+        pub(super) headers: Vec<(&'static str, String)>,
+        pub(super) kind: &'static str,
+    }
+
+    pub(super) struct Authenticator {
+        dpop: DpopVerifier,
+        shr: ShrVerifier,
+        nonces: Option<Arc<NonceIssuer>>,
+    }
+
+    impl Authenticator {
+        pub(super) async fn new(s: &Settings<'_>) -> Result<Self, String> {
+            let path = s
+                .jwks
+                .ok_or("issuer discovery is not available yet: give --jwks")?;
+            let text = std::fs::read_to_string(path)
+                .map_err(|e| format!("cannot read JWKS {}: {e}", path.display()))?;
+            let v: Arc<dyn AccessTokenValidator> = Arc::new(
+                JwksValidator::from_jwks(&text)
+                    .map_err(|e| e.to_string())?
+                    .issuer(s.issuer)
+                    .audience(s.audience),
+            );
+            let nonces = s.fleet.nonce_issuer()?;
+            let policy = match &nonces {
+                Some(n) => NoncePolicy::Issuer(n.clone()),
+                None => NoncePolicy::ClientChosen,
+            };
+            let mut dpop = DpopVerifier::new(v.clone())
+                .max_age(s.max_age)
+                .nonce(policy.clone());
+            let mut shr = ShrVerifier::new(v).max_age(s.max_age).nonce(policy);
+            #[cfg(feature = "redis")]
+            if let Some(store) = s.fleet.replay_store()? {
+                dpop = dpop.async_replay_store(store.clone());
+                shr = shr.async_replay_store(store);
+            }
+            let _ = (&mut dpop, &mut shr);
+            Ok(Authenticator { dpop, shr, nonces })
+        }
+
+        pub(super) async fn warm_up(&self) -> Result<(), String> {
+            Ok(())
+        }
+
+        pub(super) async fn authenticate(
+            &self,
+            method: &str,
+            url: &str,
+            headers: &HeaderMap,
+            _peer: SocketAddr,
+        ) -> Result<Allowed, Refused> {
+            let auth = headers
+                .get("authorization")
+                .and_then(|v| v.to_str().ok())
+                .unwrap_or("");
+            let (scheme, cred) = auth.split_once(' ').unwrap_or((auth, ""));
+            let mut req = Request::new(method, url);
+            for (n, v) in headers {
+                if let Ok(v) = v.to_str() {
+                    req = req.header(n.as_str(), v);
+                }
+            }
+            if scheme.eq_ignore_ascii_case("dpop") {
+                match self.dpop.verify_async(&req).await {
+                    Ok(ok) => Ok(Allowed {
+                        scheme: "dpop",
+                        jkt: ok.jkt,
+                        subject: ok
+                            .access_token_claims
+                            .and_then(|c| c.get("sub").and_then(|s| s.as_str()).map(str::to_owned)),
+                        next_nonce: None,
+                    }),
+                    Err(e) => Err(self.refuse_dpop(&e)),
+                }
+            } else if scheme.eq_ignore_ascii_case("pop") {
+                match self.shr.verify_async(cred.trim(), &req).await {
+                    Ok(ok) => Ok(Allowed {
+                        scheme: "pop",
+                        jkt: ok.thumbprint,
+                        subject: ok
+                            .access_token_claims
+                            .get("sub")
+                            .and_then(|s| s.as_str())
+                            .map(str::to_owned),
+                        next_nonce: None,
+                    }),
+                    Err(e) => Err(self.refuse_pop(Some(&e))),
+                }
+            } else {
+                let e = VerifyError::new(ErrorKind::Malformed, "no DPoP or PoP credentials");
+                let mut r = self.refuse_dpop(&e);
+                r.headers.push((
+                    "www-authenticate",
+                    pop_challenge(self.nonces.as_ref().map(|n| n.issue()).as_deref(), None),
+                ));
+                r.kind = "missing_credentials";
+                Err(r)
+            }
+        }
+
+        fn refuse_dpop(&self, e: &VerifyError) -> Refused {
+            let mut headers = vec![
+                ("www-authenticate", dpop_challenge(e, &Algorithm::ALL)),
+                ("cache-control", "no-store".to_owned()),
+            ];
+            if let Some(n) = &self.nonces {
+                headers.push(("dpop-nonce", n.issue()));
+            }
+            Refused {
+                status: StatusCode::from_u16(e.kind().http_status())
+                    .unwrap_or(StatusCode::UNAUTHORIZED),
+                headers,
+                kind: e.kind().as_str(),
+            }
+        }
+
+        fn refuse_pop(&self, e: Option<&VerifyError>) -> Refused {
+            let nonce = self.nonces.as_ref().map(|n| n.issue());
+            Refused {
+                status: e
+                    .and_then(|e| StatusCode::from_u16(e.kind().http_status()).ok())
+                    .unwrap_or(StatusCode::UNAUTHORIZED),
+                headers: vec![
+                    ("www-authenticate", pop_challenge(nonce.as_deref(), e)),
+                    ("cache-control", "no-store".to_owned()),
+                ],
+                kind: e.map_or("missing_credentials", |e| e.kind().as_str()),
+            }
+        }
+    }
+}
