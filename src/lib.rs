@@ -53,6 +53,8 @@
 //! | `cli` | yes | the `popkey` command-line tool (no library API) | `clap` |
 //! | `pkcs11` | no | `pkcs11:` keys in any PKCS#11 token | `cryptoki` |
 //! | `tpm` | no | `tpm:` keys in a TPM 2.0 | `tss-esapi` (needs `libtss2-dev`) |
+//! | `server` | no | [`server`]: a resource server as middleware — the framework-neutral core, a tower layer, issuer discovery (enables `client`) | `tower-layer`, `tower-service`, `http`, `http-body` |
+//! | `axum` | no | the axum extractor `server::PopAuth` (enables `server`) | `axum` |
 //! | `redis` | no | `verify::redis::RedisReplayStore`: one replay store for a fleet of verifiers | `redis`, `tokio` |
 //! | `aws-lc-rs` | yes | the AWS-LC crypto provider (see above) | `aws-lc-rs` (builds C with `cc`) |
 //! | `rust-crypto` | no | names the pure-Rust provider explicitly; used whenever `aws-lc-rs` is off | — |
@@ -108,6 +110,7 @@
 
 mod alg;
 pub mod assertion;
+pub mod auth_header;
 pub(crate) mod b64;
 mod backend;
 #[cfg(feature = "cert")]
@@ -127,6 +130,9 @@ pub(crate) mod jws;
 mod key;
 mod pem;
 mod provider;
+#[cfg(feature = "server")]
+#[cfg_attr(docsrs, doc(cfg(feature = "server")))]
+pub mod server;
 pub mod shr;
 mod signer;
 mod text;

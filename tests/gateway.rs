@@ -128,19 +128,8 @@ impl Stack {
         let client_jwks = dir.path().join("client-jwks.json");
         std::fs::write(&client_jwks, json!({"keys": [jwk]}).to_string()).expect("write");
         let oidc = start_oidc(&client_jwks);
-        // Interim: the issuer's keys from a file until discovery is in.
-        let jwks = dir.path().join("as-jwks.json");
-        let as_jwks = fetch_text(&format!("{}/jwks", oidc.issuer));
-        std::fs::write(&jwks, as_jwks).expect("write");
-        let jwks = jwks.to_str().expect("path").to_owned();
-        let mut args = vec![
-            "--issuer",
-            &oidc.issuer,
-            "--audience",
-            AUDIENCE,
-            "--jwks",
-            &jwks,
-        ];
+        // The gateway finds the issuer's keys by discovery.
+        let mut args = vec!["--issuer", &oidc.issuer, "--audience", AUDIENCE];
         args.extend_from_slice(extra_gateway_args);
         let gateway = GatewayProcess::start(&args);
         let upstream = EchoUpstream::start();
@@ -258,12 +247,6 @@ fn send(
         let body = resp.text().await.expect("body");
         (status, headers, body)
     })
-}
-
-fn fetch_text(url: &str) -> String {
-    let (status, _, body) = send("GET", url, &[]);
-    assert_eq!(status, 200, "GET {url}");
-    body
 }
 
 fn header_text(h: &reqwest::header::HeaderMap, name: &str) -> String {

@@ -11,8 +11,15 @@
 // resource-server client `popkey-rs` authenticating with client_secret_basic
 // and the secret in POPKEY_OIDC_RS_SECRET; the printed JSON then also has
 // "introspection_endpoint".
+//
+// With POPKEY_OIDC_ROTATE=1, the server can rotate its signing key on demand
+// (for the resource-server JWKS-refresh test): `POST /__popkey/rotate` makes a
+// new ES256 key (a fresh kid) that signs every later token, while the JWKS
+// keeps the old key too; `GET /__popkey/jwks-hits` answers how many times
+// the JWKS endpoint was fetched, as {"hits": N}.
 import crypto from 'node:crypto';
 import fs from 'node:fs';
+import http from 'node:http';
 import Provider from 'oidc-provider';
 
 const [, , port, jwksFile, requireNonce] = process.argv;
@@ -33,7 +40,8 @@ const resourceServer = opaque ? [{
 }] : [];
 if (opaque && !process.env.POPKEY_OIDC_RS_SECRET) throw new Error('POPKEY_OIDC_RS_SECRET is required');
 
-const provider = new Provider(issuer, {
+const dpopNonceSecret = crypto.randomBytes(32);
+const makeProvider = (signingKeys) => new Provider(issuer, {
   clients: [...resourceServer, {
     client_id: 'popkey-client',
     token_endpoint_auth_method: 'private_key_jwt',
@@ -45,7 +53,7 @@ const provider = new Provider(issuer, {
     id_token_signed_response_alg: 'ES256',
     scope: 'api:read',
   }],
-  jwks: { keys: [signingKey] },
+  jwks: { keys: signingKeys },
   scopes: ['api:read'],
   enabledJWA: {
     dPoPSigningAlgValues: ['ES256', 'RS256', 'PS256'],
@@ -56,7 +64,7 @@ const provider = new Provider(issuer, {
     clientCredentials: { enabled: true },
     dPoP: {
       enabled: true,
-      nonceSecret: crypto.randomBytes(32),
+      nonceSecret: dpopNonceSecret,
       requireNonce: () => requireNonce === 'true',
     },
     resourceIndicators: {
@@ -77,9 +85,39 @@ const provider = new Provider(issuer, {
     },
   },
 });
+let provider = makeProvider([signingKey]);
 provider.proxy = false;
 
-const server = provider.listen(Number(port), '127.0.0.1', () => {
+const rotate = process.env.POPKEY_OIDC_ROTATE === '1';
+let signingKeys = [signingKey];
+let handle = provider.callback();
+let jwksHits = 0;
+const rotating = (req, res) => {
+  const path = req.url.split('?')[0];
+  if (req.method === 'POST' && path === '/__popkey/rotate') {
+    const { privateKey: next } = crypto.generateKeyPairSync('ec', { namedCurve: 'P-256' });
+    const kid = `interop-as-${signingKeys.length + 1}`;
+    // The first key of the JWKS signs; the old keys stay published.
+    signingKeys = [{ ...next.export({ format: 'jwk' }), kid, alg: 'ES256', use: 'sig' }, ...signingKeys];
+    provider = makeProvider(signingKeys);
+    provider.proxy = false;
+    handle = provider.callback();
+    res.setHeader('content-type', 'application/json');
+    res.end(JSON.stringify({ kid }));
+    return;
+  }
+  if (req.method === 'GET' && path === '/__popkey/jwks-hits') {
+    res.setHeader('content-type', 'application/json');
+    res.end(JSON.stringify({ hits: jwksHits }));
+    return;
+  }
+  if (path === '/jwks') jwksHits += 1;
+  handle(req, res);
+};
+
+const server = (rotate ? http.createServer(rotating).listen(Number(port), '127.0.0.1') : null)
+  ?? provider.listen(Number(port), '127.0.0.1');
+server.on('listening', () => {
   console.log(JSON.stringify({
     issuer,
     token_endpoint: `${issuer}/token`,

@@ -280,14 +280,15 @@ impl Drop for GatewayProcess {
     }
 }
 
-/// `GET http://127.0.0.1:<port><path>` over HTTP/1.0; the status code, or
-/// `None` when nothing answers.
+/// `GET http://127.0.0.1:<port><path>` over HTTP/1.0, read to the end; the
+/// status code, or `None` when nothing answers.
 pub fn get_status(port: u16, path: &str) -> Option<u16> {
     use std::io::Write;
     let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).ok()?;
     s.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
     write!(s, "GET {path} HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n").ok()?;
-    let mut head = [0u8; 12];
-    s.read_exact(&mut head).ok()?;
-    std::str::from_utf8(&head[9..12]).ok()?.parse().ok()
+    // To the end: the server has finished (and logged) the request.
+    let mut resp = Vec::new();
+    s.read_to_end(&mut resp).ok()?;
+    std::str::from_utf8(resp.get(9..12)?).ok()?.parse().ok()
 }

@@ -9,12 +9,15 @@
 //! * [`redis`]: a private `redis-server` per test (TCP or unix socket);
 //! * [`authority`]: a local Entra-style authority and a protected API;
 //! * [`nginx`]: a private nginx per test (own config, prefix, temp dirs
-//!   and free ports), killed by PID on drop.
+//!   and free ports), killed by PID on drop;
+//! * [`gateway`]: `popkey gateway` behind nginx (an echo upstream, the
+//!   `auth_request` config, the gateway process).
 //!
 //! Nothing here skips: a missing package fails the test and names it.
 
 pub mod authority;
 pub mod common;
+pub mod gateway;
 pub mod nginx;
 pub mod redis;
 pub mod softhsm;

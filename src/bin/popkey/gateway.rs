@@ -10,7 +10,9 @@
 //! * 401 / 400 / 503 with the challenge headers for the client
 //!   (`WWW-Authenticate`, `DPoP-Nonce`, `Cache-Control: no-store`).
 //!
-//! Every answer carries `X-Pop-Status` (its own status code), so an nginx
+//! Only the proxies may ask (`--trusted-proxy`, loopback by default; 403
+//! for anyone else), since the gateway believes the original request they
+//! describe. Every answer carries `X-Pop-Status` (its own status code), so an nginx
 //! `auth_request` (which turns anything but 2xx/401/403 into 500) can give
 //! the client the real one. Any path is an auth endpoint except `/healthz`
 //! (the process is up) and `/readyz` (the issuer's keys are loaded).
@@ -26,6 +28,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::Router;
 use clap::{Args, ValueEnum};
+use popkey::server::IpNet;
 
 use crate::fleet::FleetArgs;
 
@@ -49,6 +52,15 @@ pub(crate) struct GatewayArgs {
     /// X-Forwarded-Host (else Host) headers the proxy sets.
     #[arg(long, value_name = "URL")]
     public_origin: Option<String>,
+    /// Peers allowed to ask (addresses or CIDRs, repeatable): the proxies.
+    /// Anyone else gets 403, since the gateway believes the original method,
+    /// URI and host the caller names.
+    #[arg(
+        long = "trusted-proxy",
+        value_name = "CIDR",
+        default_values_t = ["127.0.0.0/8".to_owned(), "::1".to_owned()]
+    )]
+    trusted_proxies: Vec<String>,
     /// A JWKS file with the issuer's keys, instead of discovery (offline
     /// use and tests).
     #[arg(long, value_name = "FILE")]
@@ -84,6 +96,7 @@ struct Original {
 struct Gateway {
     auth: auth::Authenticator,
     public_origin: Option<String>,
+    trusted: Vec<IpNet>,
     ready: AtomicBool,
 }
 
@@ -93,6 +106,14 @@ pub(crate) fn run(args: &GatewayArgs) -> Result<String, String> {
         Some(o) => Some(parse_origin(o)?),
         None => None,
     };
+    let trusted = args
+        .trusted_proxies
+        .iter()
+        .map(|p| {
+            p.parse::<IpNet>()
+                .map_err(|e| format!("--trusted-proxy: {e}"))
+        })
+        .collect::<Result<Vec<_>, _>>()?;
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -109,6 +130,7 @@ pub(crate) fn run(args: &GatewayArgs) -> Result<String, String> {
         let gateway = Arc::new(Gateway {
             auth,
             public_origin,
+            trusted,
             ready: AtomicBool::new(false),
         });
         let listener = tokio::net::TcpListener::bind(args.listen)
@@ -250,8 +272,9 @@ fn original(
             let host = header(headers, "x-forwarded-host")
                 .or_else(|| header(headers, "host"))
                 .ok_or("no --public-origin and no X-Forwarded-Host or Host from the proxy")?;
-            let proto = proto.split(',').next().unwrap_or(proto).trim();
-            let host = host.split(',').next().unwrap_or(host).trim();
+            // A list: the last entry is the nearest proxy's.
+            let proto = proto.rsplit(',').next().unwrap_or(proto).trim();
+            let host = host.rsplit(',').next().unwrap_or(host).trim();
             if !matches!(proto, "http" | "https") {
                 return Err("X-Forwarded-Proto is neither http nor https".into());
             }
@@ -276,21 +299,23 @@ async fn authorize(
     uri: Uri,
     headers: HeaderMap,
 ) -> Response {
+    let no_store = [("cache-control", "no-store".to_owned())];
+    if !g.trusted.iter().any(|net| net.contains(peer.ip())) {
+        tracing::warn!(%peer, status = 403, "refused: the peer is not a --trusted-proxy");
+        return answer(StatusCode::FORBIDDEN, &no_store, "untrusted_peer");
+    }
     let request = match original(&g, &method, &uri, &headers) {
         Ok(r) => r,
         Err(why) => {
             tracing::warn!(%peer, reason = %why, status = 400, "cannot tell the original request");
-            return answer(
-                StatusCode::BAD_REQUEST,
-                &[("cache-control", "no-store".to_owned())],
-                "invalid_request",
-            );
+            return answer(StatusCode::BAD_REQUEST, &no_store, "invalid_request");
         }
     };
+    // Logged without the query, which may carry secrets of its own.
     let path = request.url.split('?').next().unwrap_or_default().to_owned();
     match g
         .auth
-        .authenticate(&request.method, &request.url, &headers, peer)
+        .authenticate(&request.method, &request.url, &headers)
         .await
     {
         Ok(ok) => {
@@ -306,9 +331,6 @@ async fn authorize(
             if let Some(s) = ok.subject {
                 h.push(("x-pop-subject", header_safe(&s)));
             }
-            if let Some(n) = ok.next_nonce {
-                h.push(("dpop-nonce", n));
-            }
             answer(StatusCode::OK, &h, "")
         }
         Err(no) => {
@@ -316,6 +338,9 @@ async fn authorize(
                 %peer, method = %request.method, url = %path, status = no.status.as_u16(),
                 error = no.kind, "refused"
             );
+            if let Some(d) = &no.detail {
+                tracing::debug!(%peer, detail = %d, "refusal detail");
+            }
             answer(no.status, &no.headers, no.kind)
         }
     }
@@ -366,21 +391,17 @@ fn header_safe(value: &str) -> String {
     out
 }
 
-/// The verification behind the gateway.
+/// The gateway's side of `popkey::server`: the resource server built from
+/// the flags, and its answers turned into forward-auth responses.
 mod auth {
-    use std::net::SocketAddr;
     use std::path::Path;
     use std::sync::Arc;
 
     use axum::http::{HeaderMap, StatusCode};
+    use popkey::server::{Authenticated, Issuer, Rejection, ResourceServer};
     use popkey::verify::dpop::DpopVerifier;
-    use popkey::verify::nonce::NonceIssuer;
     use popkey::verify::shr::ShrVerifier;
     use popkey::verify::token::{AccessTokenValidator, JwksValidator};
-    use popkey::verify::{
-        dpop_challenge, pop_challenge, ErrorKind, NoncePolicy, Request, VerifyError,
-    };
-    use popkey::Algorithm;
 
     use crate::fleet::FleetArgs;
 
@@ -397,55 +418,69 @@ mod auth {
         pub(super) scheme: &'static str,
         pub(super) jkt: String,
         pub(super) subject: Option<String>,
-        pub(super) next_nonce: Option<String>,
     }
 
-    /// A request that did not.
+    /// A request that did not: the status and the headers for the client.
     pub(super) struct Refused {
         pub(super) status: StatusCode,
         pub(super) headers: Vec<(&'static str, String)>,
         pub(super) kind: &'static str,
+        /// The verifier's message, for the gateway's own (debug) log.
+        pub(super) detail: Option<String>,
     }
 
     pub(super) struct Authenticator {
-        dpop: DpopVerifier,
-        shr: ShrVerifier,
-        nonces: Option<Arc<NonceIssuer>>,
+        server: ResourceServer,
+        /// With discovery: the issuer, for readiness.
+        issuer: Option<Arc<Issuer>>,
     }
 
     impl Authenticator {
         pub(super) async fn new(s: &Settings<'_>) -> Result<Self, String> {
-            let path = s
-                .jwks
-                .ok_or("issuer discovery is not available yet: give --jwks")?;
-            let text = std::fs::read_to_string(path)
-                .map_err(|e| format!("cannot read JWKS {}: {e}", path.display()))?;
-            let v: Arc<dyn AccessTokenValidator> = Arc::new(
-                JwksValidator::from_jwks(&text)
-                    .map_err(|e| e.to_string())?
-                    .issuer(s.issuer)
-                    .audience(s.audience),
-            );
-            let nonces = s.fleet.nonce_issuer()?;
-            let policy = match &nonces {
-                Some(n) => NoncePolicy::Issuer(n.clone()),
-                None => NoncePolicy::ClientChosen,
+            let (validator, issuer): (Arc<dyn AccessTokenValidator>, _) = match s.jwks {
+                Some(path) => {
+                    let text = std::fs::read_to_string(path)
+                        .map_err(|e| format!("cannot read JWKS {}: {e}", path.display()))?;
+                    let v = JwksValidator::from_jwks(&text)
+                        .map_err(|e| format!("JWKS {}: {e}", path.display()))?
+                        .issuer(s.issuer)
+                        .audience(s.audience);
+                    (Arc::new(v), None)
+                }
+                None => {
+                    let issuer = Arc::new(
+                        Issuer::builder(s.issuer)
+                            .audience(s.audience)
+                            .build()
+                            .map_err(|e| e.to_string())?,
+                    );
+                    (issuer.clone(), Some(issuer))
+                }
             };
-            let mut dpop = DpopVerifier::new(v.clone())
-                .max_age(s.max_age)
-                .nonce(policy.clone());
-            let mut shr = ShrVerifier::new(v).max_age(s.max_age).nonce(policy);
+            let mut dpop = DpopVerifier::new(validator.clone()).max_age(s.max_age);
+            let mut pop = ShrVerifier::new(validator).max_age(s.max_age);
             #[cfg(feature = "redis")]
             if let Some(store) = s.fleet.replay_store()? {
                 dpop = dpop.async_replay_store(store.clone());
-                shr = shr.async_replay_store(store);
+                pop = pop.async_replay_store(store);
             }
-            let _ = (&mut dpop, &mut shr);
-            Ok(Authenticator { dpop, shr, nonces })
+            let mut b = ResourceServer::builder().dpop(dpop).pop(pop);
+            if let Some(i) = &issuer {
+                b = b.issuer(i.clone());
+            }
+            if let Some(n) = s.fleet.nonce_issuer()? {
+                b = b.nonce_issuer(n);
+            }
+            let server = b.build().map_err(|e| e.to_string())?;
+            Ok(Authenticator { server, issuer })
         }
 
+        /// Discovery and the first JWKS fetch (nothing to do with --jwks).
         pub(super) async fn warm_up(&self) -> Result<(), String> {
-            Ok(())
+            match &self.issuer {
+                Some(i) => i.refresh().await.map_err(|e| e.to_string()),
+                None => Ok(()),
+            }
         }
 
         pub(super) async fn authenticate(
@@ -453,85 +488,58 @@ mod auth {
             method: &str,
             url: &str,
             headers: &HeaderMap,
-            _peer: SocketAddr,
         ) -> Result<Allowed, Refused> {
-            let auth = headers
-                .get("authorization")
-                .and_then(|v| v.to_str().ok())
-                .unwrap_or("");
-            let (scheme, cred) = auth.split_once(' ').unwrap_or((auth, ""));
-            let mut req = Request::new(method, url);
-            for (n, v) in headers {
-                if let Ok(v) = v.to_str() {
-                    req = req.header(n.as_str(), v);
-                }
-            }
-            if scheme.eq_ignore_ascii_case("dpop") {
-                match self.dpop.verify_async(&req).await {
-                    Ok(ok) => Ok(Allowed {
-                        scheme: "dpop",
-                        jkt: ok.jkt,
-                        subject: ok
-                            .access_token_claims
-                            .and_then(|c| c.get("sub").and_then(|s| s.as_str()).map(str::to_owned)),
-                        next_nonce: None,
-                    }),
-                    Err(e) => Err(self.refuse_dpop(&e)),
-                }
-            } else if scheme.eq_ignore_ascii_case("pop") {
-                match self.shr.verify_async(cred.trim(), &req).await {
-                    Ok(ok) => Ok(Allowed {
-                        scheme: "pop",
-                        jkt: ok.thumbprint,
-                        subject: ok
-                            .access_token_claims
-                            .get("sub")
-                            .and_then(|s| s.as_str())
-                            .map(str::to_owned),
-                        next_nonce: None,
-                    }),
-                    Err(e) => Err(self.refuse_pop(Some(&e))),
-                }
-            } else {
-                let e = VerifyError::new(ErrorKind::Malformed, "no DPoP or PoP credentials");
-                let mut r = self.refuse_dpop(&e);
-                r.headers.push((
-                    "www-authenticate",
-                    pop_challenge(self.nonces.as_ref().map(|n| n.issue()).as_deref(), None),
-                ));
-                r.kind = "missing_credentials";
-                Err(r)
+            // The gateway never sees the body (auth subrequests carry none):
+            // an SHR that signs it (`b`) is refused as too large to check.
+            match self
+                .server
+                .authenticate_url(method, url, headers, None)
+                .await
+            {
+                Ok(ok) => allowed(ok).ok_or_else(|| Refused {
+                    status: StatusCode::UNAUTHORIZED,
+                    headers: vec![("cache-control", "no-store".to_owned())],
+                    kind: "unbound_token",
+                    detail: None,
+                }),
+                Err(no) => Err(refused(&no)),
             }
         }
+    }
 
-        fn refuse_dpop(&self, e: &VerifyError) -> Refused {
-            let mut headers = vec![
-                ("www-authenticate", dpop_challenge(e, &Algorithm::ALL)),
-                ("cache-control", "no-store".to_owned()),
-            ];
-            if let Some(n) = &self.nonces {
-                headers.push(("dpop-nonce", n.issue()));
-            }
-            Refused {
-                status: StatusCode::from_u16(e.kind().http_status())
-                    .unwrap_or(StatusCode::UNAUTHORIZED),
-                headers,
-                kind: e.kind().as_str(),
+    fn allowed(ok: Authenticated) -> Option<Allowed> {
+        Some(Allowed {
+            scheme: ok.scheme.as_str(),
+            jkt: ok.jkt?,
+            subject: ok.subject,
+        })
+    }
+
+    /// The rejection's headers; several `WWW-Authenticate` challenges are
+    /// joined into one value (RFC 9110 §11.6.1), because nginx's
+    /// `auth_request` (before 1.23) and `$upstream_http_*` keep only the
+    /// first header of a name.
+    fn refused(no: &Rejection) -> Refused {
+        let mut headers: Vec<(&'static str, String)> = Vec::new();
+        let challenges: Vec<&str> = no
+            .headers()
+            .get_all("www-authenticate")
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .collect();
+        if !challenges.is_empty() {
+            headers.push(("www-authenticate", challenges.join(", ")));
+        }
+        for name in ["dpop-nonce", "cache-control", "retry-after"] {
+            if let Some(v) = no.headers().get(name).and_then(|v| v.to_str().ok()) {
+                headers.push((name, v.to_owned()));
             }
         }
-
-        fn refuse_pop(&self, e: Option<&VerifyError>) -> Refused {
-            let nonce = self.nonces.as_ref().map(|n| n.issue());
-            Refused {
-                status: e
-                    .and_then(|e| StatusCode::from_u16(e.kind().http_status()).ok())
-                    .unwrap_or(StatusCode::UNAUTHORIZED),
-                headers: vec![
-                    ("www-authenticate", pop_challenge(nonce.as_deref(), e)),
-                    ("cache-control", "no-store".to_owned()),
-                ],
-                kind: e.map_or("missing_credentials", |e| e.kind().as_str()),
-            }
+        Refused {
+            status: no.status(),
+            headers,
+            kind: no.kind().as_str(),
+            detail: no.detail().map(|d| d.to_string()),
         }
     }
 }
