@@ -103,6 +103,19 @@ impl BindingCertificate {
     }
 }
 
+/// The leaf certificate of a TLS client identity: the one its connections
+/// present, so the one its tokens are bound to.
+#[cfg(feature = "mtls")]
+#[cfg_attr(docsrs, doc(cfg(feature = "mtls")))]
+impl From<&crate::tls::ClientIdentity> for BindingCertificate {
+    fn from(identity: &crate::tls::ClientIdentity) -> Self {
+        BindingCertificate {
+            der: identity.certificate_chain().leaf_der().into(),
+            thumbprint: identity.certificate_thumbprint().into(),
+        }
+    }
+}
+
 impl fmt::Debug for BindingCertificate {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("BindingCertificate")
@@ -165,7 +178,10 @@ mod tests {
         }
         assert!(BindingCertificate::from_der(b"").is_err());
         for name in ["mtls", "MTLS", "mtls_pop", "mtls-pop"] {
-            assert_eq!(name.parse::<super::super::Scheme>().unwrap(), super::super::Scheme::Mtls);
+            assert_eq!(
+                name.parse::<super::super::Scheme>().unwrap(),
+                super::super::Scheme::Mtls
+            );
         }
         let mtls = super::super::Scheme::Mtls;
         assert!(mtls.accepts_token_type("Bearer") && mtls.accepts_token_type("bearer"));

@@ -86,11 +86,21 @@ impl PopClient {
 
     /// A client like [`PopClient::new`] with these TLS settings (trust
     /// anchors, client identity) for both the token endpoint and the API.
+    ///
+    /// With [`Scheme::Mtls`] and a client identity, tokens are bound to
+    /// the identity's certificate (unless the request names one already).
     pub fn with_tls(
         key: impl Into<KeySource>,
         request: TokenRequest,
         tls: &super::TlsConfig,
     ) -> Result<Self> {
+        #[cfg(feature = "mtls")]
+        let request = match (request.scheme, &request.client_certificate, tls.identity()) {
+            (Scheme::Mtls, None, Some(identity)) => {
+                request.client_certificate(super::BindingCertificate::from(identity))
+            }
+            _ => request,
+        };
         Self::with_parts(
             key,
             request,

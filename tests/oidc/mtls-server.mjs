@@ -117,7 +117,7 @@ const provider = new Provider(issuer, {
 });
 provider.proxy = false;
 // Client errors, for the test's log (stderr), never the tokens.
-provider.on('grant.error', (ctx, err) => console.error(`grant.error: ${err.message} ${err.error_description ?? ''}`));
+provider.on('grant.error', (ctx, err) => console.error(`grant.error: ${err.message} ${err.error_description ?? ''} ${err.error_detail ?? ''}`));
 provider.on('server_error', (ctx, err) => console.error(`server_error: ${err.stack}`));
 
 server.on('request', provider.callback());
