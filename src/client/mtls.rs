@@ -19,11 +19,13 @@ const MAX_PEM_LEN: usize = 256 * 1024;
 /// client's identity (the same certificate with the popkey key behind it).
 ///
 /// ```
-/// # let pem = "";
 /// use popkey::client::BindingCertificate;
-/// # if !pem.is_empty() {
-/// let cert = BindingCertificate::from_pem(pem)?;
-/// println!("cnf.x5t#S256 will be {}", cert.thumbprint());
+/// # #[cfg(feature = "cert")] {
+/// let key = popkey::PopKey::open("mem:")?;
+/// let chain = popkey::cert::CertificateTemplate::new("CN=orders-daemon")?.self_signed(&key)?;
+/// let cert = BindingCertificate::from_pem(&chain.to_pem())?;
+/// // The token's cnf.x5t#S256 must be this value.
+/// assert_eq!(cert.thumbprint(), chain.thumbprint_sha256());
 /// # }
 /// # Ok::<(), popkey::Error>(())
 /// ```
