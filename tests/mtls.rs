@@ -608,6 +608,47 @@ fn certificate_bound_tokens_from_oidc_provider_and_through_nginx() {
         assert_eq!(body["x5t#S256"], c.thumbprint);
     }
 
+    // The library: one PopClient over mTLS with a file key. Six requests
+    // (one token, five API calls) take at most two handshakes, one per
+    // pooled connection (authority, nginx): one signature each.
+    {
+        use popkey::client::{ClientAuth, PopClient, Scheme, TlsConfig, TokenRequest};
+        let key = popkey::PopKey::open(&file_es.uri).unwrap();
+        let identity =
+            popkey::tls::ClientIdentity::from_pem_file(key.clone(), &file_es.cert).unwrap();
+        let tls = TlsConfig::new()
+            .add_ca_pem_file(&pki.ca)
+            .unwrap()
+            .client_identity(identity.clone());
+        let request = TokenRequest::new(
+            &endpoint,
+            file_es.name,
+            &["api:read"],
+            Scheme::Mtls,
+            ClientAuth::TlsClientAuth,
+        )
+        .unwrap();
+        let client = PopClient::with_tls(key, request, &tls).unwrap();
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        rt.block_on(async {
+            for _ in 0..5 {
+                let resp = client.get(&url).await.unwrap();
+                assert_eq!(resp.status(), 200);
+                let body: Value = resp.json().await.unwrap();
+                assert_eq!(body["x5t#S256"], file_es.thumbprint);
+            }
+        });
+        assert_eq!(client.cache().len(), 1, "one token, cached per certificate");
+        let handshakes = identity.handshake_signatures();
+        assert!(
+            (1..=2).contains(&handshakes),
+            "{handshakes} handshake signatures for 6 requests"
+        );
+    }
+
     // The same token with another popkey key's certificate (curl presents
     // the file key's certificate with its key), with none, and with a
     // forged certificate header: invalid_token.
