@@ -271,6 +271,49 @@ fn ca_issued_client(hsm: &softhsm::Token, dir: &Path, pki: &Pki, uri: &str) -> C
     }
 }
 
+/// A certificate for the key at `uri` that the test CA issued (from
+/// popkey's CSR) for 2020 only, with `openssl ca`.
+fn expired_certificate(dir: &Path, pki: &Pki, uri: &str) -> PathBuf {
+    let ca_dir = dir.join("ca-db");
+    std::fs::create_dir_all(ca_dir.join("new")).unwrap();
+    std::fs::write(ca_dir.join("index.txt"), "").unwrap();
+    std::fs::write(ca_dir.join("serial"), "1000\n").unwrap();
+    let conf = ca_dir.join("ca.cnf");
+    std::fs::write(
+        &conf,
+        format!(
+            "[ca]\ndefault_ca = test\n[test]\ndatabase = {db}/index.txt\nnew_certs_dir = {db}/new\n\
+             serial = {db}/serial\ndefault_md = sha256\npolicy = any\n[any]\ncommonName = supplied\n",
+            db = ca_dir.display()
+        ),
+    )
+    .unwrap();
+    let csr_out = Command::new(popkey_testkit::popkey_bin())
+        .args([
+            "cert",
+            "csr",
+            "--key",
+            uri,
+            "--subject",
+            "CN=expired-client",
+        ])
+        .env_remove("POPKEY_KEY")
+        .output()
+        .unwrap();
+    assert!(csr_out.status.success(), "{csr_out:?}");
+    let csr = dir.join("expired.csr");
+    std::fs::write(&csr, &csr_out.stdout).unwrap();
+    let cert = dir.join("expired.pem");
+    let s = |p: &Path| p.to_str().unwrap().to_owned();
+    #[rustfmt::skip]
+    openssl(&["ca", "-batch", "-config", &s(&conf), "-cert", &s(&pki.ca), "-keyfile", &s(&pki.ca_key),
+        "-in", &s(&csr), "-out", &s(&cert), "-notext",
+        "-startdate", "20200101000000Z", "-enddate", "20200102000000Z"]);
+    let dates = openssl(&["x509", "-in", &s(&cert), "-noout", "-enddate"]);
+    assert!(dates.contains("2020"), "{dates}");
+    cert
+}
+
 /// Starts oidc-provider with mTLS; returns what it printed.
 fn start_authority(dir: &Path, pki: &Pki, clients: &[&Client]) -> (Node, Value) {
     assert!(
@@ -550,6 +593,21 @@ fn certificate_bound_tokens_from_oidc_provider_and_through_nginx() {
     let listed = hsm.pkcs11_tool(&["--list-objects", "--type", "privkey"]);
     assert!(listed.contains("mtls-es"), "{listed}");
     assert!(listed.contains("never extractable"), "{listed}");
+    // And the TPM key (tpm2-tools reads its key file's public area).
+    let printed = tpm.tool(
+        "tpm2-tools",
+        "tpm2_print",
+        &[
+            "-t",
+            "TSSPRIVKEY_OBJ",
+            tpm.file("mtls.pem").to_str().unwrap(),
+        ],
+    );
+    let printed = String::from_utf8_lossy(&printed.stdout);
+    assert!(
+        printed.contains("fixedtpm|fixedparent|sensitivedataorigin|userwithauth|sign"),
+        "{printed}"
+    );
 
     // A certificate for another key than --key: refused before any network
     // call, naming both thumbprints (the endpoint here does not exist).
@@ -566,6 +624,22 @@ fn certificate_bound_tokens_from_oidc_provider_and_through_nginx() {
     assert!(err.contains(&softhsm_es.kid), "{err}");
     assert!(
         !err.contains("Connection refused") && !err.contains("HTTP request"),
+        "{err}"
+    );
+
+    // An expired certificate for the right key (the test CA issued it from
+    // popkey's CSR, valid in 2020 only): refused before any network call.
+    let expired = expired_certificate(d, &pki, &tls_file.uri);
+    let mut args = vec!["token"];
+    let mut stale = token_args(&tls_file, "https://127.0.0.1:9/token", &ca);
+    let cert_pos = stale.iter().position(|a| *a == "--cert").unwrap() + 1;
+    stale[cert_pos] = expired.to_str().unwrap();
+    args.extend(stale);
+    let out = popkey(&hsm, &args);
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("expired") && !err.contains("HTTP request"),
         "{err}"
     );
 
