@@ -464,43 +464,51 @@ fn start_nginx(pki: &Pki, api: &Api) -> Nginx {
         .start()
 }
 
-/// curl (OpenSSL's TLS, not popkey's) with `Authorization: Bearer token`,
-/// optionally a client certificate and key, and extra headers; returns
-/// (status, WWW-Authenticate, body).
-fn curl(
+/// Node's https client (OpenSSL's TLS, not popkey's) with
+/// `Authorization: Bearer token`, optionally a client certificate and key,
+/// and extra headers; returns (status, WWW-Authenticate, body).
+fn https_get(
     url: &str,
     ca: &Path,
     token: &str,
     identity: Option<(&Path, &Path)>,
     extra: &[String],
 ) -> (u16, String, String) {
-    let mut cmd = Command::new("curl");
-    cmd.args(["-s", "-D", "-", "--cacert"]).arg(ca);
-    if let Some((cert, key)) = identity {
-        cmd.arg("--cert").arg(cert).arg("--key").arg(key);
-    }
-    for h in extra {
-        cmd.arg("-H").arg(h);
-    }
-    cmd.arg("-H").arg(format!("Authorization: Bearer {token}"));
-    cmd.arg(url);
-    let out = run(&mut cmd, "curl");
-    let text = String::from_utf8(out.stdout).unwrap();
-    let (head, body) = text.split_once("\r\n\r\n").unwrap_or((&text, ""));
-    let status: u16 = head
-        .split_whitespace()
-        .nth(1)
-        .and_then(|s| s.parse().ok())
-        .unwrap_or_else(|| panic!("no status line: {head}"));
-    let challenge = head
-        .lines()
-        .find_map(|l| {
-            l.split_once(':')
-                .filter(|(n, _)| n.eq_ignore_ascii_case("www-authenticate"))
-                .map(|(_, v)| v.trim().to_owned())
-        })
-        .unwrap_or_default();
-    (status, challenge, body.to_owned())
+    const SCRIPT: &str = r#"
+const [url, ca, token, cert, key, extra] = process.argv.slice(1);
+const fs = require('fs');
+const headers = { authorization: `Bearer ${token}` };
+for (const h of JSON.parse(extra)) { const i = h.indexOf(':'); headers[h.slice(0, i).trim()] = h.slice(i + 1).trim(); }
+const opts = { ca: fs.readFileSync(ca), headers, agent: false };
+if (cert) { opts.cert = fs.readFileSync(cert); opts.key = fs.readFileSync(key); }
+require('https').get(url, opts, (res) => {
+  let body = '';
+  res.on('data', (c) => { body += c; });
+  res.on('end', () => console.log(JSON.stringify({ status: res.statusCode, challenge: res.headers['www-authenticate'] ?? '', body })));
+}).on('error', (e) => { console.error(e.message); process.exit(1); });
+"#;
+    let (cert, key) = identity
+        .map(|(c, k)| (c.to_str().unwrap(), k.to_str().unwrap()))
+        .unwrap_or(("", ""));
+    let out = run(
+        Command::new("node").args([
+            "-e",
+            SCRIPT,
+            url,
+            ca.to_str().unwrap(),
+            token,
+            cert,
+            key,
+            &serde_json::to_string(extra).unwrap(),
+        ]),
+        "node https client",
+    );
+    let v: Value = serde_json::from_slice(&out.stdout).unwrap();
+    (
+        v["status"].as_u64().unwrap() as u16,
+        v["challenge"].as_str().unwrap().to_owned(),
+        v["body"].as_str().unwrap().to_owned(),
+    )
 }
 
 /// `popkey token --scheme mtls …` arguments for `client`.
@@ -723,12 +731,13 @@ fn certificate_bound_tokens_from_oidc_provider_and_through_nginx() {
         );
     }
 
-    // The same token with another popkey key's certificate (curl presents
-    // the file key's certificate with its key), with none, and with a
+    // The same token with another popkey key's certificate (Node's
+    // client presents the file key's certificate with its key), with none, and with a
     // forged certificate header: invalid_token.
     let token = &tokens[softhsm_es.name];
     let es_key = d.join("es.pem");
-    let (status, challenge, body) = curl(&url, &pki.ca, token, Some((&file_es.cert, &es_key)), &[]);
+    let (status, challenge, body) =
+        https_get(&url, &pki.ca, token, Some((&file_es.cert, &es_key)), &[]);
     assert_eq!(status, 401, "{body}");
     assert!(
         challenge.starts_with("Bearer error=\"invalid_token\""),
@@ -739,7 +748,7 @@ fn certificate_bound_tokens_from_oidc_provider_and_through_nginx() {
         "key_not_bound"
     );
 
-    let (status, challenge, body) = curl(&url, &pki.ca, token, None, &[]);
+    let (status, challenge, body) = https_get(&url, &pki.ca, token, None, &[]);
     assert_eq!(status, 401, "{body}");
     assert!(
         challenge.starts_with("Bearer error=\"invalid_token\""),
@@ -762,7 +771,7 @@ fn certificate_bound_tokens_from_oidc_provider_and_through_nginx() {
             }
         })
         .collect::<String>();
-    let (status, challenge, _) = curl(
+    let (status, challenge, _) = https_get(
         &url,
         &pki.ca,
         token,
@@ -775,9 +784,9 @@ fn certificate_bound_tokens_from_oidc_provider_and_through_nginx() {
         "{challenge}"
     );
 
-    // The right certificate with curl passes too (the binding, not popkey's
+    // The right certificate with Node's client passes too (the binding, not popkey's
     // client, is what the API checks).
-    let (status, _, body) = curl(
+    let (status, _, body) = https_get(
         &url,
         &pki.ca,
         &tokens[file_es.name],
