@@ -53,9 +53,9 @@ use super::token::AccessTokenValidator;
 /// are 0.5–3 KiB).
 pub const MAX_CERTIFICATE_LEN: usize = 16 * 1024;
 
-/// The largest header value accepted before decoding (an escaped PEM of a
-/// [`MAX_CERTIFICATE_LEN`] certificate, with room for line breaks).
-pub const MAX_HEADER_LEN: usize = 3 * 4 * MAX_CERTIFICATE_LEN / 3 + 1024;
+/// The largest header value accepted before decoding (96 KiB: the PEM of a
+/// [`MAX_CERTIFICATE_LEN`] certificate with every character %-escaped).
+pub const MAX_HEADER_LEN: usize = 96 * 1024;
 
 /// A client certificate, DER, checked to be one well-formed X.509
 /// `Certificate` SEQUENCE (tbsCertificate, signatureAlgorithm,
