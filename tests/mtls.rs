@@ -725,6 +725,7 @@ fn certificate_bound_tokens_from_oidc_provider_and_through_nginx() {
         });
         assert_eq!(client.cache().len(), 1, "one token, cached per certificate");
         let handshakes = identity.handshake_signatures();
+        eprintln!("mTLS: {handshakes} handshake signatures for 1 token request + 5 API calls");
         assert!(
             (1..=2).contains(&handshakes),
             "{handshakes} handshake signatures for 6 requests"
