@@ -58,6 +58,9 @@ pub enum Scheme {
     /// present it. The answer's `token_type` may be `Bearer` (RFC 8705) or
     /// `mtls_pop` (the name Microsoft's MSAL libraries use for these
     /// tokens).
+    ///
+    /// The certificate names one key: use a fixed key (the TLS identity's),
+    /// not a rotating [`KeySource`] slot.
     Mtls,
 }
 
