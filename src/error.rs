@@ -375,6 +375,19 @@ pub enum ClientError {
         /// What was wrong with it.
         message: String,
     },
+
+    /// A certificate-bound (RFC 8705) token the authority returned is not
+    /// bound to the client certificate the request was made with: its
+    /// `cnf.x5t#S256` is another certificate's thumbprint, or missing.
+    #[error("token endpoint {url} returned a token not bound to the client certificate: the certificate's x5t#S256 is {expected}, the token's cnf names {}", actual.as_deref().unwrap_or("no x5t#S256"))]
+    TokenNotBound {
+        /// The endpoint.
+        url: String,
+        /// The client certificate's SHA-256 thumbprint (base64url).
+        expected: String,
+        /// The token's `cnf.x5t#S256`, if it has one.
+        actual: Option<String>,
+    },
 }
 
 /// What kind of failure an [`Error`] is: a flat, `Copy` list of every
@@ -449,6 +462,8 @@ pub enum ErrorKind {
     TokenEndpoint,
     /// `ClientError::UnexpectedResponse`.
     UnexpectedResponse,
+    /// `ClientError::TokenNotBound`.
+    TokenNotBound,
     /// `CertificateError::Malformed`.
     MalformedCertificate,
     /// `CertificateError::Expired`.
@@ -501,6 +516,7 @@ impl ErrorKind {
             ErrorKind::Http => "http",
             ErrorKind::TokenEndpoint => "token_endpoint",
             ErrorKind::UnexpectedResponse => "unexpected_response",
+            ErrorKind::TokenNotBound => "token_not_bound",
             ErrorKind::MalformedCertificate => "malformed_certificate",
             ErrorKind::CertificateExpired => "certificate_expired",
             ErrorKind::CertificateNotYetValid => "certificate_not_yet_valid",
@@ -646,6 +662,7 @@ impl ClientError {
             ClientError::Http { .. } => ErrorKind::Http,
             ClientError::TokenEndpoint { .. } => ErrorKind::TokenEndpoint,
             ClientError::UnexpectedResponse { .. } => ErrorKind::UnexpectedResponse,
+            ClientError::TokenNotBound { .. } => ErrorKind::TokenNotBound,
         }
     }
 }

@@ -16,6 +16,8 @@
 //! * [`PopClient::authorize`] is the `reqwest` integration: it signs a
 //!   request you built with your own client (`.query()`, `.json()`, …).
 //! * [`RetryPolicy`]: which failures are retried, and how long to wait.
+//! * [`Scheme::Mtls`]: RFC 8705 certificate-bound tokens over mutual TLS,
+//!   bound to a [`BindingCertificate`] for the popkey key.
 //! * [`TlsConfig`]: which servers to trust (the platform store by default,
 //!   plus your CA files) and, with feature `mtls`, the client certificate.
 //!
@@ -25,6 +27,7 @@
 mod cache;
 pub mod challenge;
 mod key_source;
+mod mtls;
 mod pop_client;
 mod retry;
 mod tls;
@@ -32,6 +35,7 @@ mod token;
 
 pub use cache::{CacheKey, TokenCache};
 pub use key_source::KeySource;
+pub use mtls::BindingCertificate;
 pub use pop_client::PopClient;
 pub use retry::RetryPolicy;
 pub use tls::TlsConfig;

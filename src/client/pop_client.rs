@@ -86,11 +86,21 @@ impl PopClient {
 
     /// A client like [`PopClient::new`] with these TLS settings (trust
     /// anchors, client identity) for both the token endpoint and the API.
+    ///
+    /// With [`Scheme::Mtls`] and a client identity, tokens are bound to
+    /// the identity's certificate (unless the request names one already).
     pub fn with_tls(
         key: impl Into<KeySource>,
         request: TokenRequest,
         tls: &super::TlsConfig,
     ) -> Result<Self> {
+        #[cfg(feature = "mtls")]
+        let request = match (request.scheme, &request.client_certificate, tls.identity()) {
+            (Scheme::Mtls, None, Some(identity)) => {
+                request.client_certificate(super::BindingCertificate::from(identity))
+            }
+            _ => request,
+        };
         Self::with_parts(
             key,
             request,
@@ -148,7 +158,8 @@ impl PopClient {
 
     /// A token bound to `key`, a snapshot the caller also signs with.
     async fn token_for(&self, key: &PopKey) -> Result<Arc<TokenResponse>> {
-        let cache_key = CacheKey::new(&self.request, key.kid());
+        // Scheme::Mtls: cached per certificate thumbprint.
+        let cache_key = CacheKey::new(&self.request, self.request.binding_thumbprint(key));
         self.cache
             .get_or_fetch(&cache_key, || self.tokens.request(&self.request, key))
             .await
@@ -261,7 +272,7 @@ impl PopClient {
                 }
                 pop_nonce.is_some()
             }
-            Scheme::Bearer => false,
+            Scheme::Bearer | Scheme::Mtls => false,
         }
     }
 
@@ -374,7 +385,9 @@ impl PopClient {
                 .await?;
                 Ok((format!("DPoP {at}"), Some(proof)))
             }
-            Scheme::Bearer => Ok((format!("Bearer {at}"), None)),
+            // RFC 8705: a certificate-bound token goes as a bearer token;
+            // the TLS connection (this client's certificate) is the proof.
+            Scheme::Bearer | Scheme::Mtls => Ok((format!("Bearer {at}"), None)),
         }
     }
 }

@@ -10,6 +10,7 @@ use url::Url;
 use zeroize::Zeroizing;
 
 use super::key_source::KeySource;
+use super::mtls::BindingCertificate;
 use super::retry::{send_with_retry, RetryPolicy};
 use super::{display_url, header, origin, sign_blocking, Nonces};
 use crate::assertion::{ClientAssertion, ASSERTION_TYPE};
@@ -46,6 +47,21 @@ pub enum Scheme {
     Dpop,
     /// A plain bearer token (for comparison; not bound to a key).
     Bearer,
+    /// RFC 8705 certificate-bound token: the token request goes over
+    /// mutual TLS with a certificate for the popkey key, the token's
+    /// `cnf.x5t#S256` names that certificate, and every API call presents
+    /// the same certificate with `Authorization: Bearer <token>`. One
+    /// signature per TLS connection instead of one per request.
+    ///
+    /// The request must carry the certificate
+    /// ([`TokenRequest::client_certificate`]) and the HTTP client must
+    /// present it. The answer's `token_type` may be `Bearer` (RFC 8705) or
+    /// `mtls_pop` (the name Microsoft's MSAL libraries use for these
+    /// tokens).
+    ///
+    /// The certificate names one key: use a fixed key (the TLS identity's),
+    /// not a rotating [`KeySource`] slot.
+    Mtls,
 }
 
 impl Scheme {
@@ -55,7 +71,15 @@ impl Scheme {
             Scheme::Pop => "pop",
             Scheme::Dpop => "DPoP",
             Scheme::Bearer => "Bearer",
+            Scheme::Mtls => "Bearer",
         }
+    }
+
+    /// Whether a token endpoint's `token_type` answers a request for this
+    /// scheme (ASCII case-insensitive).
+    pub fn accepts_token_type(self, token_type: &str) -> bool {
+        token_type.eq_ignore_ascii_case(self.expected_token_type())
+            || (self == Scheme::Mtls && token_type.eq_ignore_ascii_case("mtls_pop"))
     }
 }
 
@@ -66,8 +90,9 @@ impl FromStr for Scheme {
             "pop" => Ok(Scheme::Pop),
             "dpop" => Ok(Scheme::Dpop),
             "bearer" => Ok(Scheme::Bearer),
+            "mtls" | "mtls_pop" | "mtls-pop" => Ok(Scheme::Mtls),
             _ => Err(Error::Config(format!(
-                "scheme `{}` is not pop, dpop or bearer",
+                "scheme `{}` is not pop, dpop, bearer or mtls",
                 s.chars().take(16).collect::<String>()
             ))),
         }
@@ -87,6 +112,12 @@ pub enum ClientAuth {
         /// The key's certificate chain, PEM, leaf first.
         certificate_pem: Option<String>,
     },
+    /// RFC 8705 §2 mutual-TLS client authentication,
+    /// `self_signed_tls_client_auth` or `tls_client_auth` (the authority's
+    /// registration says which): the body carries only `client_id`, and the
+    /// client certificate in the TLS handshake authenticates the client.
+    /// The HTTP client must present that certificate.
+    TlsClientAuth,
 }
 
 impl ClientAuth {
@@ -124,6 +155,7 @@ impl fmt::Debug for ClientAuth {
                 .field("key", key)
                 .field("certificate", &certificate_pem.is_some())
                 .finish(),
+            ClientAuth::TlsClientAuth => f.write_str("ClientAuth::TlsClientAuth"),
         }
     }
 }
@@ -141,6 +173,9 @@ pub struct TokenRequest {
     pub scheme: Scheme,
     /// Client authentication.
     pub auth: ClientAuth,
+    /// The client certificate of the mTLS connection ([`Scheme::Mtls`]):
+    /// the token must be bound to it.
+    pub client_certificate: Option<BindingCertificate>,
 }
 
 impl TokenRequest {
@@ -179,7 +214,27 @@ impl TokenRequest {
             scopes: scopes.iter().map(|s| (*s).to_owned()).collect(),
             scheme,
             auth,
+            client_certificate: None,
         })
+    }
+
+    /// The client certificate the connection presents,
+    /// for [`Scheme::Mtls`]: the returned token must be bound to it
+    /// (checked when the token is a JWT), and tokens are cached per
+    /// certificate. The HTTP client must present the same certificate.
+    pub fn client_certificate(mut self, certificate: BindingCertificate) -> Self {
+        self.client_certificate = Some(certificate);
+        self
+    }
+
+    /// The thumbprint the token is bound to: the certificate's
+    /// `x5t#S256` for [`Scheme::Mtls`], else the key's RFC 7638
+    /// thumbprint. Tokens are cached under it.
+    pub fn binding_thumbprint<'a>(&'a self, key: &'a PopKey) -> &'a str {
+        match (&self.scheme, &self.client_certificate) {
+            (Scheme::Mtls, Some(c)) => c.thumbprint(),
+            _ => key.kid(),
+        }
     }
 }
 
@@ -276,6 +331,8 @@ impl TokenClient {
             ClientAuth::Secret(s) => {
                 form.push(("client_secret", Zeroizing::new(s.as_str().to_owned())))
             }
+            // RFC 8705 §2: the certificate in the handshake authenticates.
+            ClientAuth::TlsClientAuth => {}
             ClientAuth::PrivateKeyJwt {
                 key,
                 certificate_pem,
@@ -317,7 +374,9 @@ impl TokenClient {
                     .await?,
                 );
             }
-            Scheme::Bearer => {}
+            // RFC 8705 §3: nothing in the body; the handshake's certificate
+            // is what the authority binds the token to.
+            Scheme::Bearer | Scheme::Mtls => {}
         }
         let body = serde_urlencoded_form(&form);
         drop(form);
@@ -347,8 +406,20 @@ impl TokenClient {
     }
 
     /// Requests a token for `req`, bound (for `pop` and `dpop`) to `key`.
+    ///
+    /// For [`Scheme::Mtls`] the request must name its client certificate
+    /// ([`TokenRequest::client_certificate`]) and this client must present
+    /// it; a JWT access token whose `cnf.x5t#S256` is not that
+    /// certificate's thumbprint is refused
+    /// ([`ErrorKind::TokenNotBound`](crate::ErrorKind::TokenNotBound)).
     pub async fn request(&self, req: &TokenRequest, key: &PopKey) -> Result<TokenResponse> {
         let endpoint = &req.token_endpoint;
+        if req.scheme == Scheme::Mtls && req.client_certificate.is_none() {
+            return Err(Error::Config(
+                "Scheme::Mtls needs the client certificate: set TokenRequest::client_certificate"
+                    .into(),
+            ));
+        }
         let origin = origin(endpoint);
         let mut used_fresh_nonce = false;
         loop {
@@ -394,7 +465,11 @@ impl TokenClient {
                     format!("the body is not a JSON object ({} bytes)", text.len()),
                 )
             })?;
-            return parse_token_response(endpoint, status, json, req.scheme);
+            let token = parse_token_response(endpoint, status, json, req.scheme)?;
+            if let (Scheme::Mtls, Some(cert)) = (req.scheme, &req.client_certificate) {
+                cert.check_token(&display_url(endpoint), token.access_token())?;
+            }
+            return Ok(token);
         }
     }
 }
@@ -470,7 +545,7 @@ fn parse_token_response(
         .and_then(Value::as_str)
         .ok_or_else(|| bad("no `token_type` in the response".into()))?
         .to_owned();
-    if !token_type.eq_ignore_ascii_case(scheme.expected_token_type()) {
+    if !scheme.accepts_token_type(&token_type) {
         return Err(bad(format!(
             "asked for a {} token but got token_type `{}`",
             scheme.expected_token_type(),

@@ -54,6 +54,12 @@ pub enum ErrorKind {
     InvalidAccessToken,
     /// Zero or several `DPoP` headers.
     HeaderCount,
+    /// A certificate-bound (RFC 8705) token came without a client
+    /// certificate (`invalid_token`).
+    ClientCertificateMissing,
+    /// The client certificate (from the connection or a proxy header) is
+    /// not a well-formed certificate of bounded size (`invalid_token`).
+    ClientCertificateMalformed,
 }
 
 impl ErrorKind {
@@ -81,6 +87,8 @@ impl ErrorKind {
             ErrorKind::KeyNotBound => "key_not_bound",
             ErrorKind::InvalidAccessToken => "invalid_access_token",
             ErrorKind::HeaderCount => "header_count",
+            ErrorKind::ClientCertificateMissing => "client_certificate_missing",
+            ErrorKind::ClientCertificateMalformed => "client_certificate_malformed",
         }
     }
 
@@ -99,7 +107,13 @@ impl ErrorKind {
     /// True when the fault lies with the access token rather than the proof
     /// (answer `invalid_token` rather than `invalid_dpop_proof`).
     pub fn is_token_problem(self) -> bool {
-        matches!(self, ErrorKind::KeyNotBound | ErrorKind::InvalidAccessToken)
+        matches!(
+            self,
+            ErrorKind::KeyNotBound
+                | ErrorKind::InvalidAccessToken
+                | ErrorKind::ClientCertificateMissing
+                | ErrorKind::ClientCertificateMalformed
+        )
     }
 }
 

@@ -12,6 +12,8 @@
 //! * [`token::AccessTokenValidator`] — the pluggable access-token check, with
 //!   a JWKS-based validator for JWT access tokens and (feature `client`)
 //!   `introspect::IntrospectionValidator` for opaque ones (RFC 7662).
+//! * [`mtls`] — certificate-bound tokens (RFC 8705): `cnf.x5t#S256` against
+//!   the client certificate from the connection or a trusted proxy's header.
 //!
 //! Both verifiers take the same [`Request`]. Async servers call
 //! `verify_async`, which runs the same checks and then records the proof
@@ -25,6 +27,7 @@ pub mod dpop;
 #[cfg_attr(docsrs, doc(cfg(feature = "client")))]
 pub mod introspect;
 mod jose;
+pub mod mtls;
 pub mod nonce;
 #[cfg(feature = "redis")]
 #[cfg_attr(docsrs, doc(cfg(feature = "redis")))]

@@ -4,6 +4,8 @@ use std::io::Write;
 use std::path::PathBuf;
 
 use clap::Args;
+#[cfg(feature = "mtls")]
+use popkey::client::BindingCertificate;
 use popkey::client::{ClientAuth, PopClient, Scheme, TlsConfig, TokenClient, TokenRequest};
 use popkey::PopKey;
 
@@ -56,6 +58,17 @@ pub(crate) struct TokenArgs {
     /// is always used too.
     #[arg(long = "ca-file", value_name = "FILE")]
     ca_files: Vec<PathBuf>,
+    /// The key's certificate (PEM, leaf first): presented in the TLS
+    /// handshake (mutual TLS) to the token endpoint and the API. Required
+    /// with --scheme mtls: the token is bound to it (RFC 8705). Make one
+    /// with `popkey cert self-signed` or `popkey cert csr`.
+    #[arg(long, value_name = "FILE")]
+    cert: Option<PathBuf>,
+    /// Authenticate the client with its TLS certificate (RFC 8705 §2:
+    /// self_signed_tls_client_auth or tls_client_auth): only the client id
+    /// goes in the body. Needs --cert.
+    #[arg(long, requires = "cert", conflicts_with_all = ["client_secret_file", "assertion_key"])]
+    tls_client_auth: bool,
 }
 
 #[derive(Args)]
@@ -84,6 +97,7 @@ impl TokenArgs {
         let s = |e: popkey::Error| e.to_string();
         let key = self.key.open().map_err(s)?;
         let auth = match (&self.client_secret_file, &self.assertion_key) {
+            _ if self.tls_client_auth => ClientAuth::TlsClientAuth,
             (Some(f), None) => ClientAuth::secret_file(f).map_err(s)?,
             (None, Some(uri)) => {
                 let signer = if uri == &self.key.key { key.clone() } else { PopKey::open(uri).map_err(s)? };
@@ -95,7 +109,7 @@ impl TokenArgs {
             }
             (None, None) => match std::env::var("POPKEY_CLIENT_SECRET") {
                 Ok(secret) if !secret.is_empty() => ClientAuth::secret(&secret),
-                _ => return Err("authenticate the client with --client-secret-file, --assertion-key or POPKEY_CLIENT_SECRET".into()),
+                _ => return Err("authenticate the client with --client-secret-file, --assertion-key, --tls-client-auth or POPKEY_CLIENT_SECRET".into()),
             },
             (Some(_), Some(_)) => return Err("give --client-secret-file or --assertion-key, not both".into()),
         };
@@ -123,6 +137,49 @@ impl TokenArgs {
     }
 }
 
+impl TokenArgs {
+    /// With --cert: the key and its certificate as the TLS client identity
+    /// (refused here, before any network call, when the certificate is not
+    /// for --key, not valid now or not a certificate) and, for --scheme
+    /// mtls, the certificate the token must be bound to.
+    #[cfg(feature = "mtls")]
+    fn client_identity(
+        &self,
+        key: &PopKey,
+        req: TokenRequest,
+        tls: TlsConfig,
+    ) -> Result<(TokenRequest, TlsConfig), String> {
+        let path = match &self.cert {
+            Some(path) => path,
+            None if self.scheme == Scheme::Mtls => {
+                return Err("--scheme mtls needs the key's certificate: --cert FILE (make one with `popkey cert self-signed` or `popkey cert csr`)".into())
+            }
+            None => return Ok((req, tls)),
+        };
+        let identity = popkey::tls::ClientIdentity::from_pem_file(key.clone(), path)
+            .map_err(|e| format!("--cert {}: {e}", path.display()))?;
+        let req = if self.scheme == Scheme::Mtls {
+            req.client_certificate(BindingCertificate::from(&identity))
+        } else {
+            req
+        };
+        Ok((req, tls.client_identity(identity)))
+    }
+
+    #[cfg(not(feature = "mtls"))]
+    fn client_identity(
+        &self,
+        _key: &PopKey,
+        req: TokenRequest,
+        tls: TlsConfig,
+    ) -> Result<(TokenRequest, TlsConfig), String> {
+        if self.cert.is_some() || self.scheme == Scheme::Mtls {
+            return Err("this popkey was built without the `mtls` feature: --cert and --scheme mtls are not available".into());
+        }
+        Ok((req, tls))
+    }
+}
+
 fn runtime() -> Result<tokio::runtime::Runtime, String> {
     tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -132,7 +189,7 @@ fn runtime() -> Result<tokio::runtime::Runtime, String> {
 
 pub(crate) fn token(args: &TokenArgs) -> Result<String, String> {
     let (key, req) = args.build()?;
-    let tls = args.tls()?;
+    let (req, tls) = args.client_identity(&key, req, args.tls()?)?;
     let resp = runtime()?
         .block_on(async { TokenClient::with_tls(&tls)?.request(&req, &key).await })
         .map_err(|e| e.to_string())?;
@@ -142,7 +199,7 @@ pub(crate) fn token(args: &TokenArgs) -> Result<String, String> {
 /// Prints the body; fails (after printing it) when the status is an error.
 pub(crate) fn call(args: &CallArgs) -> Result<Option<String>, String> {
     let (key, req) = args.token.build()?;
-    let tls = args.token.tls()?;
+    let (req, tls) = args.token.client_identity(&key, req, args.token.tls()?)?;
     let method = reqwest::Method::from_bytes(args.method.as_bytes())
         .map_err(|_| format!("`{}` is not an HTTP method", args.method))?;
     let mut headers = Vec::new();
