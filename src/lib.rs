@@ -58,6 +58,8 @@
 //! | `redis` | no | `verify::redis::RedisReplayStore`: one replay store for a fleet of verifiers | `redis`, `tokio` |
 //! | `aws-lc-rs` | yes | the AWS-LC crypto provider (see above) | `aws-lc-rs` (builds C with `cc`) |
 //! | `rust-crypto` | no | names the pure-Rust provider explicitly; used whenever `aws-lc-rs` is off | — |
+//! | `cert` | yes (via `mtls`) | [`cert`]: CSRs and self-signed certificates signed by a popkey key, certificate chains and `x5t#S256` | `x509-cert` |
+//! | `mtls` | yes | [`tls`]: a rustls client identity backed by a popkey key (RFC 8705 mTLS); implies `client` and `cert` | — |
 //!
 //! A library user who wants neither the CLI nor the HTTP client writes
 //! `popkey = { version = "0.1", default-features = false, features = ["pkcs11", "aws-lc-rs"] }`:

@@ -9,8 +9,8 @@
 //!   make.
 //! * [`ClientIdentity`] is a key with its certificate chain (checked to be
 //!   for that key and valid now). Give it to
-//!   [`TlsConfig::client_identity`](crate::client::TlsConfig::client_identity)
-//!   to get a `reqwest::Client` or a `rustls::ClientConfig` that presents it.
+//!   `popkey::client::TlsConfig::client_identity` to get a `reqwest::Client`
+//!   or a `rustls::ClientConfig` that presents it.
 //!
 //! TLS 1.3 forbids PKCS#1 v1.5 signatures in `CertificateVerify` (RFC 8446
 //! §4.4.3), so a client with an RS256 identity speaks TLS 1.2; ES256 and
