@@ -416,18 +416,36 @@ impl RedisCluster {
         if let Some(pass) = password {
             cmd.env("REDISCLI_AUTH", pass);
         }
-        let out = cmd
+        // Its output goes to a file: redis-cli waits for the join without
+        // a limit of its own, so this bounds the wait and kills it by PID.
+        let log_dir = tempfile::tempdir().expect("tempdir");
+        let log_path = log_dir.path().join("create.log");
+        let log = std::fs::File::create(&log_path).expect("create log");
+        let mut child = cmd
             .arg("--cluster")
             .arg("create")
             .args(&addrs)
             .args(["--cluster-replicas", "0", "--cluster-yes"])
-            .output()
+            .stdout(log.try_clone().expect("log handle"))
+            .stderr(log)
+            .spawn()
             .expect("redis-cli is installed (ci/lib.sh)");
+        let deadline = Instant::now() + Duration::from_secs(60);
+        let status = loop {
+            if let Some(status) = child.try_wait().expect("wait for redis-cli") {
+                break Some(status);
+            }
+            if Instant::now() > deadline {
+                let _ = child.kill();
+                let _ = child.wait();
+                break None;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        };
         assert!(
-            out.status.success(),
-            "redis-cli --cluster create: {}{}",
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
+            status.is_some_and(|s| s.success()),
+            "redis-cli --cluster create ({status:?}): {}",
+            std::fs::read_to_string(&log_path).unwrap_or_default()
         );
         let cluster = RedisCluster { nodes, tls };
         cluster.wait_ok();
