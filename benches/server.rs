@@ -18,6 +18,9 @@
 //!   `DpopVerifier::verify` (proof + access-token signature, JOSE, claims,
 //!   replay record), and `ResourceServer::authenticate` (the layer's core
 //!   without HTTP: scheme, public URL, headers, the verifier);
+//! * the same app verifying by hand in its handler (`DpopVerifier` on the
+//!   request's headers, no layer): the checks' own cost in the same HTTP
+//!   context, to set the layer's cost against;
 //! * the layer's cost against two raw ES256 verifications (the proof's and
 //!   the token's) — the target is at most +10 % — and against the full
 //!   verifier.
@@ -282,6 +285,31 @@ fn main() {
         )
         .await;
         let without = serve(Router::new().route("/items", handler())).await;
+        // The same verification written by hand in the handler: what an app
+        // pays for the checks themselves, in the same HTTP context.
+        let by_hand = Arc::new(verifier(&s));
+        let by_hand = serve(Router::new().route(
+            "/items",
+            get(move |headers: http::HeaderMap| {
+                let v = by_hand.clone();
+                async move {
+                    let host = headers["host"].to_str().unwrap_or_default();
+                    let url = format!("http://{host}/items");
+                    let mut r = Request::new("GET", &url);
+                    for (n, value) in &headers {
+                        if let Ok(value) = value.to_str() {
+                            r = r.header(n.as_str(), value);
+                        }
+                    }
+                    match v.verify_async(&r).await {
+                        Ok(_) => http::StatusCode::OK,
+                        Err(_) => http::StatusCode::UNAUTHORIZED,
+                    }
+                }
+            }),
+        ))
+        .await;
+        let by_hand_url = format!("http://{by_hand}/items");
         let with_url = format!("http://{with}/items");
         let without_url = format!("http://{without}/items");
         let http = reqwest::Client::builder()
@@ -291,29 +319,36 @@ fn main() {
         // Warm up both (connections, allocators).
         drive(&http, &with_url, &s.token, proofs(&s, &with_url, 200), 4).await;
         drive(&http, &without_url, &s.token, proofs(&s, &without_url, 200), 4).await;
+        drive(&http, &by_hand_url, &s.token, proofs(&s, &by_hand_url, 200), 4).await;
 
-        let mut seq = (Vec::new(), Vec::new());
-        let mut conc = (Vec::new(), Vec::new());
+        let mut seq = (Vec::new(), Vec::new(), Vec::new());
+        let mut conc = (Vec::new(), Vec::new(), Vec::new());
         for _ in 0..rounds {
             let p = proofs(&s, &without_url, n);
             seq.0.push(drive(&http, &without_url, &s.token, p, 1).await);
             let p = proofs(&s, &with_url, n);
             seq.1.push(drive(&http, &with_url, &s.token, p, 1).await);
+            let p = proofs(&s, &by_hand_url, n);
+            seq.2.push(drive(&http, &by_hand_url, &s.token, p, 1).await);
             let p = proofs(&s, &without_url, n * 2);
             conc.0.push(drive(&http, &without_url, &s.token, p, CLIENTS).await);
             let p = proofs(&s, &with_url, n * 2);
             conc.1.push(drive(&http, &with_url, &s.token, p, CLIENTS).await);
+            let p = proofs(&s, &by_hand_url, n * 2);
+            conc.2.push(drive(&http, &by_hand_url, &s.token, p, CLIENTS).await);
         }
         let (raw_us, full_us) = in_process(&s, n);
         let core_us = core_in_process(&s, n).await;
-        let (plain, layer) = (med_run(&seq.0), med_run(&seq.1));
+        let (plain, layer, hand) = (med_run(&seq.0), med_run(&seq.1), med_run(&seq.2));
         println!("server bench: ES256 DPoP proof + ES256 access token, {n} requests per sequential round, median of {rounds} rounds");
         println!("sequential (1 client):");
         print_run("without layer", plain);
         print_run("with layer", layer);
+        print_run("by hand", hand);
         println!("concurrent ({CLIENTS} clients, {} requests):", n * 2);
         print_run("without layer", med_run(&conc.0));
         print_run("with layer", med_run(&conc.1));
+        print_run("by hand", med_run(&conc.2));
         let cost = layer.p50_us - plain.p50_us;
         println!("in-process (median per call):");
         println!("  raw ES256 verify (aws-lc-rs)          {raw_us:>7.1} µs");
@@ -328,6 +363,11 @@ fn main() {
             "  = {:.2} × two raw ES256 verifications (target ≤ 1.10), {:.2} × the full verifier",
             cost / (2.0 * raw_us),
             cost / full_us
+        );
+        let hand_cost = hand.p50_us - plain.p50_us;
+        println!(
+            "verification by hand in the handler (p50 − p50 without): {hand_cost:.1} µs; layer / by hand = {:.2} (target ≤ 1.10)",
+            cost / hand_cost
         );
     });
 }
