@@ -211,7 +211,7 @@ fn single(
 fn last_value(headers: &http::HeaderMap, name: &str) -> Result<Option<String>, Rejection> {
     // Only the very last element counts: when it is empty, nothing is
     // taken (never an earlier element, which a client may have written).
-    let Some(v) = headers.get_all(name).iter().last() else {
+    let Some(v) = headers.get_all(name).iter().next_back() else {
         return Ok(None);
     };
     let v = v.to_str().map_err(|_| Rejection::invalid_request())?;
@@ -227,7 +227,7 @@ struct ForwardedElement {
 
 /// The last element of the RFC 7239 `Forwarded` header(s), if any.
 fn forwarded_last(headers: &http::HeaderMap) -> Result<Option<ForwardedElement>, Rejection> {
-    let Some(v) = headers.get_all(http::header::FORWARDED).iter().last() else {
+    let Some(v) = headers.get_all(http::header::FORWARDED).iter().next_back() else {
         return Ok(None);
     };
     let v = v.to_str().map_err(|_| Rejection::invalid_request())?;
