@@ -6,13 +6,14 @@
 //!   [`next_nonce`]);
 //! * parsing `Authorization` — which scheme a request presents
 //!   ([`parse_authorization`]);
-//! * rendering challenges ([`pop_challenge`], [`dpop_challenge`], and any
-//!   [`Challenge`] through its `Display`).
+//! * rendering challenges ([`render_pop_challenge`],
+//!   [`render_dpop_challenge`], and any [`Challenge`] through its `Display`).
 //!
-//! The older paths `popkey::client::challenge` and
-//! `popkey::verify::{pop_challenge, dpop_challenge}` re-export these.
-
-use crate::verify::{ErrorKind, VerifyError};
+//! The older path `popkey::client::challenge` re-exports the parsers;
+//! `popkey::verify::{pop_challenge, dpop_challenge}` render a
+//! `VerifyError` through these renderers.
+//! This module knows headers only, no verifier, so the client and the
+//! server both depend on it and it on neither.
 
 /// One challenge: a scheme and its parameters (names lowercased).
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -243,17 +244,26 @@ pub(crate) fn quoted(value: &str) -> String {
     out
 }
 
-/// The `WWW-Authenticate` value for a failed (or missing) SHR: `PoP
-/// nonce="…"` with, when there is an error, `error="invalid_token"` and its
-/// description. Clients such as MSAL read the nonce from it.
-pub fn pop_challenge(nonce: Option<&str>, error: Option<&VerifyError>) -> String {
+/// The `WWW-Authenticate` value for a PoP (SHR) refusal: `PoP nonce="…"`
+/// and, when there is an error, `error="invalid_token"` with
+/// `error_description`. Clients such as MSAL read the nonce from it.
+///
+/// ```
+/// use popkey::auth_header::render_pop_challenge;
+/// assert_eq!(render_pop_challenge(None, None), "PoP");
+/// assert_eq!(
+///     render_pop_challenge(Some("n-1"), Some("url_mismatch")),
+///     r#"PoP nonce="n-1", error="invalid_token", error_description="url_mismatch""#
+/// );
+/// ```
+pub fn render_pop_challenge(nonce: Option<&str>, error_description: Option<&str>) -> String {
     let mut params = Vec::new();
     if let Some(n) = nonce {
         params.push(format!("nonce={}", quoted(n)));
     }
-    if let Some(e) = error {
+    if let Some(d) = error_description {
         params.push(r#"error="invalid_token""#.to_owned());
-        params.push(format!("error_description={}", quoted(&e.to_string())));
+        params.push(format!("error_description={}", quoted(d)));
     }
     if params.is_empty() {
         "PoP".to_owned()
@@ -262,32 +272,29 @@ pub fn pop_challenge(nonce: Option<&str>, error: Option<&VerifyError>) -> String
     }
 }
 
-/// The `WWW-Authenticate` value for a failed DPoP request (RFC 9449 §7.1,
-/// §8, §12.2): `error="use_dpop_nonce"` when a nonce is needed (send a fresh
-/// `DPoP-Nonce` header with it), `invalid_token` when the access token is at
-/// fault, else `invalid_dpop_proof`; always with `algs`. Send it with
-/// [`ErrorKind::http_status`]: 401, or 503 when the replay store is
-/// unavailable.
-pub fn dpop_challenge(error: &VerifyError, algs: &[crate::Algorithm]) -> String {
-    let code = dpop_error_code(error.kind());
+/// The `WWW-Authenticate` value for a DPoP refusal (RFC 9449 §7.1):
+/// `DPoP error="…", error_description="…", algs="…"`. `error` is the RFC
+/// 9449 code (`invalid_dpop_proof`, `use_dpop_nonce`, `invalid_token`).
+///
+/// ```
+/// use popkey::{auth_header::render_dpop_challenge, Algorithm};
+/// assert_eq!(
+///     render_dpop_challenge("use_dpop_nonce", "nonce_required", &[Algorithm::ES256]),
+///     r#"DPoP error="use_dpop_nonce", error_description="nonce_required", algs="ES256""#
+/// );
+/// ```
+pub fn render_dpop_challenge(
+    error: &str,
+    error_description: &str,
+    algs: &[crate::Algorithm],
+) -> String {
     let algs: Vec<&str> = algs.iter().map(|a| a.as_str()).collect();
     format!(
         "DPoP error={}, error_description={}, algs={}",
-        quoted(code),
-        quoted(&error.to_string()),
+        quoted(error),
+        quoted(error_description),
         quoted(&algs.join(" "))
     )
-}
-
-/// The RFC 9449 error code for a failed DPoP check: `use_dpop_nonce` when a
-/// (fresh) server nonce is needed, `invalid_token` when the access token is
-/// at fault, else `invalid_dpop_proof`.
-pub fn dpop_error_code(kind: ErrorKind) -> &'static str {
-    match kind {
-        ErrorKind::NonceRequired | ErrorKind::InvalidNonce => "use_dpop_nonce",
-        k if k.is_token_problem() => "invalid_token",
-        _ => "invalid_dpop_proof",
-    }
 }
 
 #[cfg(test)]
@@ -329,29 +336,6 @@ mod tests {
             Some("n2")
         );
         assert_eq!(next_nonce("qop=auth"), None);
-    }
-
-    #[test]
-    fn challenges() {
-        let e = VerifyError::new(ErrorKind::NonceRequired, "a \"fresh\" nonce is required");
-        assert_eq!(
-            dpop_challenge(&e, &[crate::Algorithm::ES256, crate::Algorithm::PS256]),
-            r#"DPoP error="use_dpop_nonce", error_description="nonce_required: a \"fresh\" nonce is required", algs="ES256 PS256""#
-        );
-        let e = VerifyError::new(ErrorKind::KeyNotBound, "x");
-        assert!(dpop_challenge(&e, &[]).starts_with(r#"DPoP error="invalid_token""#));
-        let e = VerifyError::new(ErrorKind::Expired, "x");
-        assert!(dpop_challenge(&e, &[]).starts_with(r#"DPoP error="invalid_dpop_proof""#));
-        assert_eq!(e.kind().http_status(), 401);
-        assert_eq!(ErrorKind::ReplayStoreUnavailable.http_status(), 503);
-        assert_eq!(pop_challenge(Some("n1"), None), r#"PoP nonce="n1""#);
-        assert_eq!(pop_challenge(None, None), "PoP");
-        let e = VerifyError::new(
-            ErrorKind::UnsupportedAlgorithm,
-            "alg `é\u{7f}\n` is not allowed",
-        );
-        let c = dpop_challenge(&e, &[]);
-        assert!(c.bytes().all(|b| b == b' ' || b.is_ascii_graphic()), "{c}");
     }
 
     #[test]

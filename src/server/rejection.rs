@@ -6,7 +6,8 @@ use http::header::{HeaderMap, HeaderName, HeaderValue};
 use http::StatusCode;
 
 use super::Scheme;
-use crate::auth_header::{dpop_error_code, Challenge};
+use crate::auth_header::Challenge;
+use crate::verify::dpop_error_code;
 use crate::verify::{ErrorKind, VerifyError};
 
 /// Why a request was refused.

@@ -3,7 +3,7 @@
 
 use std::fmt;
 
-pub use crate::auth_header::{dpop_challenge, pop_challenge};
+use crate::auth_header::{render_dpop_challenge, render_pop_challenge};
 
 /// Which check a proof failed.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -168,9 +168,61 @@ pub(crate) fn err(kind: ErrorKind, message: impl Into<String>) -> VerifyError {
     VerifyError::new(kind, message)
 }
 
+/// The `WWW-Authenticate` value for a failed (or missing) SHR: `PoP
+/// nonce="…"` with, when there is an error, `error="invalid_token"` and its
+/// description. Clients such as MSAL read the nonce from it.
+pub fn pop_challenge(nonce: Option<&str>, error: Option<&VerifyError>) -> String {
+    let description = error.map(|e| e.to_string());
+    render_pop_challenge(nonce, description.as_deref())
+}
+
+/// The `WWW-Authenticate` value for a failed DPoP request (RFC 9449 §7.1,
+/// §8, §12.2): `error="use_dpop_nonce"` when a nonce is needed (send a fresh
+/// `DPoP-Nonce` header with it), `invalid_token` when the access token is at
+/// fault, else `invalid_dpop_proof`; always with `algs`. Send it with
+/// [`ErrorKind::http_status`]: 401, or 503 when the replay store is
+/// unavailable.
+pub fn dpop_challenge(error: &VerifyError, algs: &[crate::Algorithm]) -> String {
+    render_dpop_challenge(dpop_error_code(error.kind()), &error.to_string(), algs)
+}
+
+/// The RFC 9449 error code for a failed DPoP check: `use_dpop_nonce` when a
+/// (fresh) server nonce is needed, `invalid_token` when the access token is
+/// at fault, else `invalid_dpop_proof`.
+pub fn dpop_error_code(kind: ErrorKind) -> &'static str {
+    match kind {
+        ErrorKind::NonceRequired | ErrorKind::InvalidNonce => "use_dpop_nonce",
+        k if k.is_token_problem() => "invalid_token",
+        _ => "invalid_dpop_proof",
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn challenges() {
+        let e = VerifyError::new(ErrorKind::NonceRequired, "a \"fresh\" nonce is required");
+        assert_eq!(
+            dpop_challenge(&e, &[crate::Algorithm::ES256, crate::Algorithm::PS256]),
+            r#"DPoP error="use_dpop_nonce", error_description="nonce_required: a \"fresh\" nonce is required", algs="ES256 PS256""#
+        );
+        let e = VerifyError::new(ErrorKind::KeyNotBound, "x");
+        assert!(dpop_challenge(&e, &[]).starts_with(r#"DPoP error="invalid_token""#));
+        let e = VerifyError::new(ErrorKind::Expired, "x");
+        assert!(dpop_challenge(&e, &[]).starts_with(r#"DPoP error="invalid_dpop_proof""#));
+        assert_eq!(e.kind().http_status(), 401);
+        assert_eq!(ErrorKind::ReplayStoreUnavailable.http_status(), 503);
+        assert_eq!(pop_challenge(Some("n1"), None), r#"PoP nonce="n1""#);
+        assert_eq!(pop_challenge(None, None), "PoP");
+        let e = VerifyError::new(
+            ErrorKind::UnsupportedAlgorithm,
+            "alg `é\u{7f}\n` is not allowed",
+        );
+        let c = dpop_challenge(&e, &[]);
+        assert!(c.bytes().all(|b| b == b' ' || b.is_ascii_graphic()), "{c}");
+    }
 
     #[test]
     fn statuses() {

@@ -41,7 +41,7 @@ pub mod policy;
 pub mod request;
 
 pub(crate) use error::err;
-pub use error::{dpop_challenge, pop_challenge, ErrorKind, VerifyError};
+pub use error::{dpop_challenge, dpop_error_code, pop_challenge, ErrorKind, VerifyError};
 pub use jose::ParsedJws;
 pub use policy::NoncePolicy;
 pub(crate) use policy::{common_builders, Common};
