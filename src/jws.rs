@@ -17,11 +17,11 @@ pub fn sign_compact<P: PopCryptoProvider + ?Sized>(
     let enc = base64::encoded_len(header.len(), false).unwrap_or(0)
         + base64::encoded_len(payload.len(), false).unwrap_or(0);
     let mut out = String::with_capacity(enc + 1 + 700);
-    out.push_str(&b64::encode(header));
+    b64::encode_into(header, &mut out);
     out.push('.');
-    out.push_str(&b64::encode(payload));
+    b64::encode_into(payload, &mut out);
     let signature = provider.sign(out.as_bytes())?;
     out.push('.');
-    out.push_str(&b64::encode(signature));
+    b64::encode_into(signature, &mut out);
     Ok(out)
 }

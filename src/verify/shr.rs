@@ -4,7 +4,7 @@ use std::sync::Arc;
 
 use serde_json::{Map, Value};
 
-use super::jose::{check_optional_members, check_time, embedded_key, typ_is, ParsedJws};
+use super::jose::{check_optional_members, check_time, embedded_key, typ_is, Jws};
 use super::replay::ReplayRecord;
 use super::token::{check_binding, AccessTokenValidator, Binding};
 use super::{common_builders, err, Common, ErrorKind, Request, VerifyError};
@@ -154,7 +154,7 @@ impl ShrVerifier {
         now: u64,
     ) -> Result<(VerifiedShr, Option<ReplayRecord>), VerifyError> {
         let target = request.target()?;
-        let jws = ParsedJws::parse(shr, &self.common.algs)?;
+        let jws = Jws::parse(shr, &self.common.algs)?;
         if !typ_is(jws.header.get("typ"), "pop") {
             return Err(err(ErrorKind::WrongType, "header `typ` must be \"pop\""));
         }
@@ -208,7 +208,7 @@ impl ShrVerifier {
         // Replay, last (by the caller).
         let record = self.common.replay_record(
             "shr",
-            &[key.thumbprint().as_bytes(), &jws.payload_bytes],
+            &[key.thumbprint().as_bytes(), &jws.payload],
             jws.time_claim("ts")?,
             now,
         );
@@ -223,7 +223,7 @@ impl ShrVerifier {
 
     fn check_query(
         &self,
-        jws: &ParsedJws,
+        jws: &Jws<'_>,
         target: &crate::HttpTarget,
         raw_url: &str,
     ) -> Result<(), VerifyError> {
@@ -267,7 +267,7 @@ impl ShrVerifier {
         match_query(&names, &hash, query, !self.accept_unsigned_query, &mut work)
     }
 
-    fn check_headers(&self, jws: &ParsedJws, request: &Request<'_>) -> Result<(), VerifyError> {
+    fn check_headers(&self, jws: &Jws<'_>, request: &Request<'_>) -> Result<(), VerifyError> {
         let Some(h) = jws.claims.get("h") else {
             return if self.require_h.is_empty() {
                 Ok(())
@@ -300,7 +300,7 @@ impl ShrVerifier {
         Ok(())
     }
 
-    fn check_body(&self, jws: &ParsedJws, request: &Request<'_>) -> Result<(), VerifyError> {
+    fn check_body(&self, jws: &Jws<'_>, request: &Request<'_>) -> Result<(), VerifyError> {
         match (jws.opt_str_claim("b")?, request.body) {
             (None, _) if self.require_b => Err(err(
                 ErrorKind::MissingClaim,
