@@ -29,6 +29,18 @@ pub(crate) fn encode_into(bytes: impl AsRef<[u8]>, out: &mut String) {
     URL_SAFE_NO_PAD.encode_string(bytes, out)
 }
 
+/// [`encode`] appended to a byte buffer, written in place.
+pub(crate) fn encode_append(bytes: impl AsRef<[u8]>, out: &mut Vec<u8>) {
+    let bytes = bytes.as_ref();
+    let start = out.len();
+    let len = base64::encoded_len(bytes.len(), false).unwrap_or(0);
+    out.resize(start + len, 0);
+    let written = URL_SAFE_NO_PAD
+        .encode_slice(bytes, &mut out[start..])
+        .unwrap_or(0);
+    out.truncate(start + written);
+}
+
 /// Byte buffers reused by the verifiers on each thread, so decoding a proof
 /// of a few kilobytes does not allocate (and free) a large block per request.
 pub(crate) mod scratch {
@@ -120,5 +132,8 @@ mod scratch_tests {
         super::decode_into("-_8", &mut out).unwrap();
         assert_eq!(&out[..], b"\xfb\xff");
         assert!(super::decode_into("-_9", &mut out).is_err());
+        let mut text = b"x.".to_vec();
+        super::encode_append(b"\xfb\xff", &mut text);
+        assert_eq!(text, b"x.-_8");
     }
 }
