@@ -547,12 +547,16 @@ fn names_and_hash(v: &Value, claim: &str) -> Result<(Vec<String>, String), Verif
 /// default port is accepted too); hosts compare case-insensitively.
 fn check_host(u: &str, target: &crate::HttpTarget) -> Result<(), VerifyError> {
     let expected = target.host_and_port();
-    let explicit_default = target
-        .url()
-        .port_or_known_default()
-        .map(|p| format!("{}:{p}", target.url().host_str().unwrap_or_default()));
+    // The explicit default port is only spelled out when the plain form
+    // did not match.
+    let explicit_default = || {
+        target
+            .url()
+            .port_or_known_default()
+            .map(|p| format!("{}:{p}", target.url().host_str().unwrap_or_default()))
+    };
     if u.eq_ignore_ascii_case(&expected)
-        || explicit_default.is_some_and(|e| u.eq_ignore_ascii_case(&e))
+        || explicit_default().is_some_and(|e| u.eq_ignore_ascii_case(&e))
     {
         Ok(())
     } else {
@@ -579,11 +583,13 @@ fn check_path(p: &str, target: &crate::HttpTarget, ignore_case: bool) -> Result<
         && !p.chars().any(|c| c.is_control() || c == ' ');
     let normalized = plain.then(|| super::request::normalize_path(p));
     let actual = super::request::normalize_path(target.url().path());
-    let trim = |s: &str| -> String { s.strip_suffix('/').unwrap_or(s).to_owned() };
+    fn trim(s: &str) -> &str {
+        s.strip_suffix('/').unwrap_or(s)
+    }
     let same = normalized.as_deref().is_some_and(|n| {
         let (a, b) = (trim(n), trim(&actual));
         if ignore_case {
-            a.eq_ignore_ascii_case(&b)
+            a.eq_ignore_ascii_case(b)
         } else {
             a == b
         }
