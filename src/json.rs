@@ -132,7 +132,18 @@ impl ObjectWriter {
     /// Adds an unsigned integer member.
     pub(crate) fn uint(&mut self, name: &str, value: u64) -> &mut Self {
         self.name(name);
-        self.buf.extend_from_slice(value.to_string().as_bytes());
+        let mut digits = [0u8; 20];
+        let mut i = digits.len();
+        let mut v = value;
+        loop {
+            i -= 1;
+            digits[i] = b'0' + (v % 10) as u8;
+            v /= 10;
+            if v == 0 {
+                break;
+            }
+        }
+        self.buf.extend_from_slice(&digits[i..]);
         self
     }
 
@@ -161,6 +172,16 @@ impl ObjectWriter {
 fn push_str(buf: &mut Vec<u8>, s: &str) {
     buf.push(b'"');
     let bytes = s.as_bytes();
+    // Most values (tokens, base64url, URLs) need no escape: check that
+    // first, in one branch-free pass the compiler vectorizes.
+    let plain = bytes
+        .iter()
+        .fold(true, |ok, &b| ok & (b >= 0x20) & (b != b'"') & (b != b'\\'));
+    if plain {
+        buf.extend_from_slice(bytes);
+        buf.push(b'"');
+        return;
+    }
     let mut start = 0;
     for (i, &b) in bytes.iter().enumerate() {
         let esc: &[u8] = match b {

@@ -77,17 +77,26 @@ impl PublicJwk {
     }
 
     fn new(key: crypto::PublicKey) -> Self {
+        // Written in place (one allocation): the members in RFC 7638 order.
         let canonical = match key.raw() {
-            RawPublic::Ec { x, y } => format!(
-                r#"{{"crv":"P-256","kty":"EC","x":"{}","y":"{}"}}"#,
-                b64::encode(x),
-                b64::encode(y)
-            ),
-            RawPublic::Rsa { n, e } => format!(
-                r#"{{"e":"{}","kty":"RSA","n":"{}"}}"#,
-                b64::encode(e),
-                b64::encode(n)
-            ),
+            RawPublic::Ec { x, y } => {
+                let mut c = String::with_capacity(128);
+                c.push_str(r#"{"crv":"P-256","kty":"EC","x":""#);
+                b64::encode_into(x, &mut c);
+                c.push_str(r#"","y":""#);
+                b64::encode_into(y, &mut c);
+                c.push_str(r#""}"#);
+                c
+            }
+            RawPublic::Rsa { n, e } => {
+                let mut c = String::with_capacity(40 + (n.len() + e.len()).div_ceil(3) * 4);
+                c.push_str(r#"{"e":""#);
+                b64::encode_into(e, &mut c);
+                c.push_str(r#"","kty":"RSA","n":""#);
+                b64::encode_into(n, &mut c);
+                c.push_str(r#""}"#);
+                c
+            }
         };
         let thumbprint = thumbprint_of_canonical(&canonical);
         PublicJwk {
@@ -104,13 +113,17 @@ impl PublicJwk {
     /// 2048 bits, non-minimal integers and a `use` other than `sig`.
     pub fn parse(json: &str) -> Result<Self> {
         let map = crate::json::parse_object(json).map_err(Error::jwk)?;
-        Self::from_map(&map)
+        Self::from_map(&map, false)
     }
 
-    /// Validates a JWK already parsed into a JSON object.
-    pub fn from_json_value(value: &Value) -> Result<Self> {
+    /// [`PublicJwk::from_json_value`] for keys that arrive in proofs: the
+    /// same checks, in the same order, but a key seen recently (the same
+    /// client signs many requests) reuses its validated point and its
+    /// thumbprint instead of validating and hashing them again. Only keys
+    /// that passed every check are remembered.
+    pub(crate) fn from_json_value_cached(value: &Value) -> Result<Self> {
         match value {
-            Value::Object(map) => Self::from_map(map),
+            Value::Object(map) => Self::from_map(map, true),
             other => Err(Error::jwk(format!(
                 "expected a JSON object, found {}",
                 crate::json::kind(other)
@@ -118,7 +131,18 @@ impl PublicJwk {
         }
     }
 
-    fn from_map(map: &Map<String, Value>) -> Result<Self> {
+    /// Validates a JWK already parsed into a JSON object.
+    pub fn from_json_value(value: &Value) -> Result<Self> {
+        match value {
+            Value::Object(map) => Self::from_map(map, false),
+            other => Err(Error::jwk(format!(
+                "expected a JSON object, found {}",
+                crate::json::kind(other)
+            ))),
+        }
+    }
+
+    fn from_map(map: &Map<String, Value>, cached: bool) -> Result<Self> {
         let kty = str_member(map, "kty")?;
         match map.get("use") {
             None => {}
@@ -137,7 +161,14 @@ impl PublicJwk {
                 }
                 let x = b64_member(map, "x")?;
                 let y = b64_member(map, "y")?;
-                Self::from_ec_coordinates(&x, &y)
+                if !cached || x.len() != 32 || y.len() != 32 {
+                    return Self::from_ec_coordinates(&x, &y);
+                }
+                let mut id = [0u8; 65];
+                id[0] = b'E';
+                id[1..33].copy_from_slice(&x);
+                id[33..].copy_from_slice(&y);
+                recent::get_or_insert(&id, || Self::from_ec_coordinates(&x, &y))
             }
             "RSA" => {
                 reject_private(map, RSA_PRIVATE)?;
@@ -150,7 +181,14 @@ impl PublicJwk {
                         )));
                     }
                 }
-                Self::from_rsa_components(&n, &e)
+                if !cached || e.len() > 8 {
+                    return Self::from_rsa_components(&n, &e);
+                }
+                let mut id = Vec::with_capacity(2 + e.len() + n.len());
+                id.extend_from_slice(&[b'R', e.len() as u8]);
+                id.extend_from_slice(&e);
+                id.extend_from_slice(&n);
+                recent::get_or_insert(&id, || Self::from_rsa_components(&n, &e))
             }
             other => Err(Error::jwk(format!(
                 "key type `{}` is not supported; only EC (P-256) and RSA",
@@ -268,6 +306,50 @@ pub fn thumbprint_of_canonical(canonical_json: &str) -> String {
     b64::encode(crypto::sha256(canonical_json.as_bytes()))
 }
 
+/// Public keys validated recently, by their raw material (`E`, x, y or
+/// `R`, length of e, e, n): a small bounded cache shared by every verifier
+/// of the process. A shard that fills up is emptied (keys from an attacker
+/// sending a new key each time only cost the validation they would cost
+/// anyway).
+mod recent {
+    use std::collections::HashMap;
+    use std::sync::{Mutex, OnceLock};
+
+    use super::PublicJwk;
+    use crate::error::Result;
+
+    const SHARDS: usize = 8;
+    const PER_SHARD: usize = 128;
+
+    type Shard = Mutex<HashMap<Box<[u8]>, PublicJwk>>;
+
+    fn shards() -> &'static [Shard] {
+        static SHARDS_CELL: OnceLock<Vec<Shard>> = OnceLock::new();
+        SHARDS_CELL.get_or_init(|| (0..SHARDS).map(|_| Mutex::default()).collect())
+    }
+
+    pub(super) fn get_or_insert(
+        id: &[u8],
+        build: impl FnOnce() -> Result<PublicJwk>,
+    ) -> Result<PublicJwk> {
+        // The last material byte (of y or n) is as good as random.
+        let shard = &shards()[usize::from(id.last().copied().unwrap_or(0)) % SHARDS];
+        if let Ok(map) = shard.lock() {
+            if let Some(key) = map.get(id) {
+                return Ok(key.clone());
+            }
+        }
+        let key = build()?;
+        if let Ok(mut map) = shard.lock() {
+            if map.len() >= PER_SHARD {
+                map.clear();
+            }
+            map.insert(id.into(), key.clone());
+        }
+        Ok(key)
+    }
+}
+
 fn check_rsa_size(bits: usize) -> Result<()> {
     if bits < MIN_RSA_BITS {
         return Err(Error::jwk(format!(
@@ -304,4 +386,43 @@ fn str_member<'a>(map: &'a Map<String, Value>, name: &str) -> Result<&'a str> {
 
 fn b64_member(map: &Map<String, Value>, name: &str) -> Result<Vec<u8>> {
     b64::decode(str_member(map, name)?).map_err(|e| Error::jwk(format!("`{name}`: {e}")))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A key the cache knows is still checked member by member: a private
+    /// member, another `use` or a changed curve is refused as before, and a
+    /// cached key is the same key (thumbprint, canonical form).
+    #[test]
+    fn cached_keys_keep_every_check() {
+        let key = crate::PopKey::open("mem:").unwrap();
+        let jwk: Value = serde_json::from_str(key.public_jwk().canonical_json()).unwrap();
+        let first = PublicJwk::from_json_value_cached(&jwk).unwrap();
+        let again = PublicJwk::from_json_value_cached(&jwk).unwrap();
+        let plain = PublicJwk::from_json_value(&jwk).unwrap();
+        for k in [&first, &again] {
+            assert_eq!(k.thumbprint(), plain.thumbprint());
+            assert_eq!(k.canonical_json(), plain.canonical_json());
+        }
+        for (member, value) in [
+            ("d", Value::from("AAAA")),
+            ("use", Value::from("enc")),
+            ("crv", Value::from("P-384")),
+            ("x", Value::from(1)),
+        ] {
+            let mut bad = jwk.clone();
+            bad[member] = value;
+            let cached = PublicJwk::from_json_value_cached(&bad).unwrap_err();
+            let uncached = PublicJwk::from_json_value(&bad).unwrap_err();
+            assert_eq!(cached.to_string(), uncached.to_string(), "{member}");
+        }
+        // A point off the curve is refused, and refused again (never cached).
+        let mut off = jwk.clone();
+        off["y"] = Value::from(b64::encode([7u8; 32]));
+        for _ in 0..2 {
+            assert!(PublicJwk::from_json_value_cached(&off).is_err());
+        }
+    }
 }

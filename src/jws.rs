@@ -16,12 +16,15 @@ pub fn sign_compact<P: PopCryptoProvider + ?Sized>(
 ) -> Result<String> {
     let enc = base64::encoded_len(header.len(), false).unwrap_or(0)
         + base64::encoded_len(payload.len(), false).unwrap_or(0);
-    let mut out = String::with_capacity(enc + 1 + 700);
-    out.push_str(&b64::encode(header));
-    out.push('.');
-    out.push_str(&b64::encode(payload));
-    let signature = provider.sign(out.as_bytes())?;
-    out.push('.');
-    out.push_str(&b64::encode(signature));
-    Ok(out)
+    // Encoded straight into one buffer (no intermediate strings).
+    let mut out = Vec::with_capacity(enc + 1 + 700);
+    b64::encode_append(header, &mut out);
+    out.push(b'.');
+    b64::encode_append(payload, &mut out);
+    let signature = provider.sign(&out)?;
+    out.push(b'.');
+    b64::encode_append(signature, &mut out);
+    // base64url and '.' are ASCII, so this never copies.
+    Ok(String::from_utf8(out)
+        .unwrap_or_else(|e| String::from_utf8_lossy(e.as_bytes()).into_owned()))
 }

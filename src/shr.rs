@@ -188,9 +188,15 @@ fn check_token(token: &str) -> Result<()> {
 
 /// 128 random bits as 32 lowercase hex digits, as MSAL's nonces are.
 fn random_nonce() -> String {
+    const HEX: &[u8; 16] = b"0123456789abcdef";
     let mut bytes = [0u8; 16];
     rand::thread_rng().fill_bytes(&mut bytes);
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
+    let mut out = String::with_capacity(32);
+    for b in bytes {
+        out.push(char::from(HEX[usize::from(b >> 4)]));
+        out.push(char::from(HEX[usize::from(b & 15)]));
+    }
+    out
 }
 
 /// The `q` claim's parts for a raw query string (draft §3.1, §7.5).

@@ -4,7 +4,7 @@ use std::sync::Arc;
 
 use serde_json::{Map, Value};
 
-use super::jose::{check_optional_members, check_time, embedded_key, typ_is, ParsedJws};
+use super::jose::{check_optional_members, check_time, embedded_key, typ_is, Jws};
 use super::replay::ReplayRecord;
 use super::request::normalize_path;
 use super::token::{check_binding, AccessTokenValidator, Binding};
@@ -125,7 +125,7 @@ impl DpopVerifier {
             }
         };
         // (2)-(4): a well-formed JWT with the required members.
-        let jws = ParsedJws::parse(proof, &self.common.algs)?;
+        let jws = Jws::parse(proof, &self.common.algs)?;
         // (5): typ.
         // RFC 7515 §4.1.9: case-insensitive, `application/` optional.
         if !typ_is(jws.header.get("typ"), "dpop+jwt") {
@@ -160,8 +160,10 @@ impl DpopVerifier {
         }
         // (10): htu, compared after RFC 3986 normalization, without query and fragment.
         let htu = jws.str_claim("htu")?;
-        let expected = normalize_url(&target.url_without_query());
-        if normalize_htu(htu).as_deref() != Some(expected.as_str()) {
+        let expected = normalize_target(target.url().clone());
+        // The exact normalized form needs no second parse; anything else is
+        // normalized first.
+        if htu != expected && normalize_htu(htu).as_deref() != Some(expected.as_str()) {
             return Err(err(
                 ErrorKind::UrlMismatch,
                 format!(
@@ -253,30 +255,25 @@ fn dpop_access_token<'a>(request: &Request<'a>) -> Result<Option<&'a str>, Verif
     }))
 }
 
-/// RFC 3986 §6.2.2 normalization of an absolute http(s) URL: scheme and host
-/// lowercase, default port dropped, dot segments removed (the `url` crate),
-/// percent-encoded unreserved characters decoded and other escapes
-/// uppercased (here).
-fn normalize_url(url: &str) -> String {
-    match url::Url::parse(url) {
-        Ok(u) => {
-            let path = normalize_path(u.path());
-            let mut base = u;
-            base.set_path(&path);
-            base.into()
-        }
-        Err(_) => url.to_owned(),
-    }
+/// RFC 3986 §6.2.2 normalization of an absolute http(s) URL, without its
+/// query and fragment: scheme and host lowercase, default port dropped, dot
+/// segments removed (the `url` crate's parser), percent-encoded unreserved
+/// characters decoded and other escapes uppercased (here). Works on the
+/// parsed URL: no second parse of its serialization.
+fn normalize_target(mut u: url::Url) -> String {
+    u.set_query(None);
+    u.set_fragment(None);
+    let path = normalize_path(u.path());
+    u.set_path(&path);
+    u.into()
 }
 
 fn normalize_htu(htu: &str) -> Option<String> {
-    let mut u = url::Url::parse(htu).ok()?;
+    let u = url::Url::parse(htu).ok()?;
     if !matches!(u.scheme(), "http" | "https") {
         return None;
     }
-    u.set_query(None);
-    u.set_fragment(None);
-    Some(normalize_url(u.as_str()))
+    Some(normalize_target(u))
 }
 
 #[cfg(test)]

@@ -4,6 +4,7 @@ use serde_json::{Map, Value};
 
 use super::{err, ErrorKind, VerifyError};
 use crate::alg::Algorithm;
+use crate::b64::scratch::Scratch;
 use crate::jwk::PublicJwk;
 
 /// Largest compact JWS accepted (an SHR carries its access token).
@@ -33,6 +34,60 @@ impl ParsedJws {
     /// members, `alg` values outside `allowed` (never `none` or `HS*`), and
     /// any `crit` header (popkey understands no extensions).
     pub fn parse(compact: &str, allowed: &[Algorithm]) -> Result<Self, VerifyError> {
+        let jws = Jws::parse(compact, allowed)?;
+        Ok(ParsedJws {
+            payload_bytes: jws.payload.to_vec(),
+            signing_input: jws.signing_input.to_vec(),
+            signature: jws.signature.to_vec(),
+            header: jws.header,
+            claims: jws.claims,
+            alg: jws.alg,
+        })
+    }
+
+    /// Verifies the signature over the parsed JWS's own signing input with `key`.
+    pub fn verify_signature(&self, key: &PublicJwk) -> Result<(), VerifyError> {
+        verify_signature(self.alg, key, &self.signing_input, &self.signature)
+    }
+
+    /// A string claim, required.
+    pub fn str_claim(&self, name: &str) -> Result<&str, VerifyError> {
+        str_claim(&self.claims, name)
+    }
+
+    /// A string claim, optional (present with another type is an error).
+    pub fn opt_str_claim(&self, name: &str) -> Result<Option<&str>, VerifyError> {
+        opt_str_claim(&self.claims, name)
+    }
+
+    /// A non-negative integer claim (seconds), required. For SHR `ts`,
+    /// which MSAL and Microsoft.IdentityModel write as an integer.
+    pub fn time_claim(&self, name: &str) -> Result<u64, VerifyError> {
+        time_claim(&self.claims, name)
+    }
+}
+
+/// A compact JWS split and decoded for the verifiers, borrowing the compact
+/// form (no copy of the signing input) and decoding the payload and
+/// signature into this thread's reused buffers. The same checks, in the
+/// same order and with the same messages, as [`ParsedJws::parse`], which is
+/// built on it.
+pub(crate) struct Jws<'a> {
+    /// The protected header.
+    pub(crate) header: Map<String, Value>,
+    /// The payload, a JSON object.
+    pub(crate) claims: Map<String, Value>,
+    /// The raw payload bytes (decoded).
+    pub(crate) payload: Scratch,
+    /// The algorithm named in the header, checked against the allowed list.
+    pub(crate) alg: Algorithm,
+    signing_input: &'a [u8],
+    signature: Scratch,
+}
+
+impl<'a> Jws<'a> {
+    /// See [`ParsedJws::parse`].
+    pub(crate) fn parse(compact: &'a str, allowed: &[Algorithm]) -> Result<Self, VerifyError> {
         if compact.len() > MAX_JWS_LEN {
             return Err(err(
                 ErrorKind::Malformed,
@@ -55,14 +110,19 @@ impl ParsedJws {
         if h.is_empty() || p.is_empty() || s.is_empty() {
             return Err(err(ErrorKind::Malformed, "a JWS part is empty"));
         }
-        let decode = |part: &str, what: &str| {
-            crate::b64::decode(part).map_err(|e| err(ErrorKind::Malformed, format!("{what}: {e}")))
+        let decode = |part: &str, what: &str, out: &mut Vec<u8>| {
+            crate::b64::decode_into(part, out)
+                .map_err(|e| err(ErrorKind::Malformed, format!("{what}: {e}")))
         };
-        let header_bytes = decode(h, "header")?;
-        let payload_bytes = decode(p, "payload")?;
-        let signature = decode(s, "signature")?;
+        let mut header_bytes = Scratch::take();
+        let mut payload = Scratch::take();
+        let mut signature = Scratch::take();
+        decode(h, "header", &mut header_bytes)?;
+        decode(p, "payload", &mut payload)?;
+        decode(s, "signature", &mut signature)?;
         let header = object(&header_bytes, "header")?;
-        let claims = object(&payload_bytes, "payload")?;
+        drop(header_bytes);
+        let claims = object(&payload, "payload")?;
         let alg = match header.get("alg") {
             Some(Value::String(a)) => a
                 .parse::<Algorithm>()
@@ -91,70 +151,34 @@ impl ParsedJws {
                 "header has `crit` extensions, which popkey does not understand",
             ));
         }
-        Ok(ParsedJws {
+        Ok(Jws {
             header,
             claims,
-            payload_bytes,
+            payload,
             alg,
-            signing_input: compact.as_bytes()[..h.len() + 1 + p.len()].to_vec(),
+            signing_input: &compact.as_bytes()[..h.len() + 1 + p.len()],
             signature,
         })
     }
 
-    /// Verifies the signature over the parsed JWS's own signing input with `key`.
-    pub fn verify_signature(&self, key: &PublicJwk) -> Result<(), VerifyError> {
-        if !key.fits(self.alg) {
-            return Err(err(
-                ErrorKind::InvalidKey,
-                format!("an {} key cannot verify {}", key.kty(), self.alg),
-            ));
-        }
-        key.verify(self.alg, &self.signing_input, &self.signature)
-            .map_err(|e| err(ErrorKind::BadSignature, e.to_string()))
+    /// See [`ParsedJws::verify_signature`].
+    pub(crate) fn verify_signature(&self, key: &PublicJwk) -> Result<(), VerifyError> {
+        verify_signature(self.alg, key, self.signing_input, &self.signature)
     }
 
-    /// A string claim, required.
-    pub fn str_claim(&self, name: &str) -> Result<&str, VerifyError> {
-        match self.claims.get(name) {
-            Some(Value::String(s)) => Ok(s),
-            Some(_) => Err(err(
-                ErrorKind::MissingClaim,
-                format!("claim `{name}` must be a string"),
-            )),
-            None => Err(err(
-                ErrorKind::MissingClaim,
-                format!("claim `{name}` is missing"),
-            )),
-        }
+    /// See [`ParsedJws::str_claim`].
+    pub(crate) fn str_claim(&self, name: &str) -> Result<&str, VerifyError> {
+        str_claim(&self.claims, name)
     }
 
-    /// A string claim, optional (present with another type is an error).
-    pub fn opt_str_claim(&self, name: &str) -> Result<Option<&str>, VerifyError> {
-        match self.claims.get(name) {
-            None => Ok(None),
-            Some(_) => self.str_claim(name).map(Some),
-        }
+    /// See [`ParsedJws::opt_str_claim`].
+    pub(crate) fn opt_str_claim(&self, name: &str) -> Result<Option<&str>, VerifyError> {
+        opt_str_claim(&self.claims, name)
     }
 
-    /// A non-negative integer claim (seconds), required. For SHR `ts`,
-    /// which MSAL and Microsoft.IdentityModel write as an integer.
-    pub fn time_claim(&self, name: &str) -> Result<u64, VerifyError> {
-        match self.claims.get(name) {
-            Some(Value::Number(n)) => n.as_u64().ok_or_else(|| {
-                err(
-                    ErrorKind::MissingClaim,
-                    format!("claim `{name}` must be a non-negative integer number of seconds"),
-                )
-            }),
-            Some(_) => Err(err(
-                ErrorKind::MissingClaim,
-                format!("claim `{name}` must be a number"),
-            )),
-            None => Err(err(
-                ErrorKind::MissingClaim,
-                format!("claim `{name}` is missing"),
-            )),
-        }
+    /// See [`ParsedJws::time_claim`].
+    pub(crate) fn time_claim(&self, name: &str) -> Result<u64, VerifyError> {
+        time_claim(&self.claims, name)
     }
 
     /// An RFC 7519 §2 NumericDate claim (`iat`, `exp`, `nbf`), required:
@@ -185,6 +209,65 @@ impl ParsedJws {
                 format!("claim `{name}` is missing"),
             )),
         }
+    }
+}
+
+fn verify_signature(
+    alg: Algorithm,
+    key: &PublicJwk,
+    signing_input: &[u8],
+    signature: &[u8],
+) -> Result<(), VerifyError> {
+    if !key.fits(alg) {
+        return Err(err(
+            ErrorKind::InvalidKey,
+            format!("an {} key cannot verify {}", key.kty(), alg),
+        ));
+    }
+    key.verify(alg, signing_input, signature)
+        .map_err(|e| err(ErrorKind::BadSignature, e.to_string()))
+}
+
+fn str_claim<'c>(claims: &'c Map<String, Value>, name: &str) -> Result<&'c str, VerifyError> {
+    match claims.get(name) {
+        Some(Value::String(s)) => Ok(s),
+        Some(_) => Err(err(
+            ErrorKind::MissingClaim,
+            format!("claim `{name}` must be a string"),
+        )),
+        None => Err(err(
+            ErrorKind::MissingClaim,
+            format!("claim `{name}` is missing"),
+        )),
+    }
+}
+
+fn opt_str_claim<'c>(
+    claims: &'c Map<String, Value>,
+    name: &str,
+) -> Result<Option<&'c str>, VerifyError> {
+    match claims.get(name) {
+        None => Ok(None),
+        Some(_) => str_claim(claims, name).map(Some),
+    }
+}
+
+fn time_claim(claims: &Map<String, Value>, name: &str) -> Result<u64, VerifyError> {
+    match claims.get(name) {
+        Some(Value::Number(n)) => n.as_u64().ok_or_else(|| {
+            err(
+                ErrorKind::MissingClaim,
+                format!("claim `{name}` must be a non-negative integer number of seconds"),
+            )
+        }),
+        Some(_) => Err(err(
+            ErrorKind::MissingClaim,
+            format!("claim `{name}` must be a number"),
+        )),
+        None => Err(err(
+            ErrorKind::MissingClaim,
+            format!("claim `{name}` is missing"),
+        )),
     }
 }
 
@@ -260,7 +343,7 @@ pub(crate) fn embedded_key(value: Option<&Value>, where_: &str) -> Result<Public
             format!("no public key in `{where_}`"),
         )
     })?;
-    PublicJwk::from_json_value(v)
+    PublicJwk::from_json_value_cached(v)
         .map_err(|e| err(ErrorKind::InvalidKey, format!("`{where_}`: {e}")))
 }
 

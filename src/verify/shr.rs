@@ -4,7 +4,7 @@ use std::sync::Arc;
 
 use serde_json::{Map, Value};
 
-use super::jose::{check_optional_members, check_time, embedded_key, typ_is, ParsedJws};
+use super::jose::{check_optional_members, check_time, embedded_key, typ_is, Jws};
 use super::replay::ReplayRecord;
 use super::token::{check_binding, AccessTokenValidator, Binding};
 use super::{common_builders, err, Common, ErrorKind, Request, VerifyError};
@@ -154,7 +154,7 @@ impl ShrVerifier {
         now: u64,
     ) -> Result<(VerifiedShr, Option<ReplayRecord>), VerifyError> {
         let target = request.target()?;
-        let jws = ParsedJws::parse(shr, &self.common.algs)?;
+        let jws = Jws::parse(shr, &self.common.algs)?;
         if !typ_is(jws.header.get("typ"), "pop") {
             return Err(err(ErrorKind::WrongType, "header `typ` must be \"pop\""));
         }
@@ -208,7 +208,7 @@ impl ShrVerifier {
         // Replay, last (by the caller).
         let record = self.common.replay_record(
             "shr",
-            &[key.thumbprint().as_bytes(), &jws.payload_bytes],
+            &[key.thumbprint().as_bytes(), &jws.payload],
             jws.time_claim("ts")?,
             now,
         );
@@ -223,7 +223,7 @@ impl ShrVerifier {
 
     fn check_query(
         &self,
-        jws: &ParsedJws,
+        jws: &Jws<'_>,
         target: &crate::HttpTarget,
         raw_url: &str,
     ) -> Result<(), VerifyError> {
@@ -267,7 +267,7 @@ impl ShrVerifier {
         match_query(&names, &hash, query, !self.accept_unsigned_query, &mut work)
     }
 
-    fn check_headers(&self, jws: &ParsedJws, request: &Request<'_>) -> Result<(), VerifyError> {
+    fn check_headers(&self, jws: &Jws<'_>, request: &Request<'_>) -> Result<(), VerifyError> {
         let Some(h) = jws.claims.get("h") else {
             return if self.require_h.is_empty() {
                 Ok(())
@@ -300,7 +300,7 @@ impl ShrVerifier {
         Ok(())
     }
 
-    fn check_body(&self, jws: &ParsedJws, request: &Request<'_>) -> Result<(), VerifyError> {
+    fn check_body(&self, jws: &Jws<'_>, request: &Request<'_>) -> Result<(), VerifyError> {
         match (jws.opt_str_claim("b")?, request.body) {
             (None, _) if self.require_b => Err(err(
                 ErrorKind::MissingClaim,
@@ -547,12 +547,16 @@ fn names_and_hash(v: &Value, claim: &str) -> Result<(Vec<String>, String), Verif
 /// default port is accepted too); hosts compare case-insensitively.
 fn check_host(u: &str, target: &crate::HttpTarget) -> Result<(), VerifyError> {
     let expected = target.host_and_port();
-    let explicit_default = target
-        .url()
-        .port_or_known_default()
-        .map(|p| format!("{}:{p}", target.url().host_str().unwrap_or_default()));
+    // The explicit default port is only spelled out when the plain form
+    // did not match.
+    let explicit_default = || {
+        target
+            .url()
+            .port_or_known_default()
+            .map(|p| format!("{}:{p}", target.url().host_str().unwrap_or_default()))
+    };
     if u.eq_ignore_ascii_case(&expected)
-        || explicit_default.is_some_and(|e| u.eq_ignore_ascii_case(&e))
+        || explicit_default().is_some_and(|e| u.eq_ignore_ascii_case(&e))
     {
         Ok(())
     } else {
@@ -579,11 +583,13 @@ fn check_path(p: &str, target: &crate::HttpTarget, ignore_case: bool) -> Result<
         && !p.chars().any(|c| c.is_control() || c == ' ');
     let normalized = plain.then(|| super::request::normalize_path(p));
     let actual = super::request::normalize_path(target.url().path());
-    let trim = |s: &str| -> String { s.strip_suffix('/').unwrap_or(s).to_owned() };
+    fn trim(s: &str) -> &str {
+        s.strip_suffix('/').unwrap_or(s)
+    }
     let same = normalized.as_deref().is_some_and(|n| {
         let (a, b) = (trim(n), trim(&actual));
         if ignore_case {
-            a.eq_ignore_ascii_case(&b)
+            a.eq_ignore_ascii_case(b)
         } else {
             a == b
         }

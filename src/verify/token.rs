@@ -3,7 +3,7 @@
 
 use serde_json::{Map, Value};
 
-use super::jose::ParsedJws;
+use super::jose::Jws;
 use super::{err, ErrorKind, VerifyError};
 use crate::alg::Algorithm;
 use crate::jwk::PublicJwk;
@@ -43,7 +43,8 @@ impl AccessTokenValidator for DecodeOnly {
             (Some(_), Some(p), Some(_), None) => p,
             _ => return Err(bad("not a JWT (three dot-separated parts)".into())),
         };
-        let bytes = crate::b64::decode(payload).map_err(bad)?;
+        let mut bytes = crate::b64::scratch::Scratch::take();
+        crate::b64::decode_into(payload, &mut bytes).map_err(bad)?;
         let text = std::str::from_utf8(&bytes).map_err(|_| bad("payload is not UTF-8".into()))?;
         crate::json::parse_object(text).map_err(bad)
     }
@@ -152,7 +153,7 @@ impl JwksValidator {
 impl AccessTokenValidator for JwksValidator {
     fn validate(&self, token: &str, now: u64) -> Result<Map<String, Value>, VerifyError> {
         let bad = |m: String| err(ErrorKind::InvalidAccessToken, m);
-        let jws = ParsedJws::parse(token, &Algorithm::ALL)
+        let jws = Jws::parse(token, &Algorithm::ALL)
             .map_err(|e| bad(format!("access token: {}", e.message())))?;
         let kid = jws.header.get("kid").and_then(Value::as_str);
         let candidates: Vec<&JwksKey> = self

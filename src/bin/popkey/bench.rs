@@ -12,7 +12,9 @@
 //!   algorithm with aws-lc-rs (the default provider) and the pure-Rust
 //!   RustCrypto crates, so the provider choice stays visible.
 //!
-//! Each phase reports operations per second and p50/p99 latency.
+//! Each phase reports operations per second, p50/p99 latency and (Linux)
+//! `*_cpu_us`, the mean CPU time per operation of the measuring threads,
+//! which a busy machine inflates far less than wall-clock latency.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -42,17 +44,39 @@ pub(crate) struct BenchArgs {
     /// Seconds per phase.
     #[arg(long, default_value_t = 3.0)]
     seconds: f64,
+    /// Runs one phase only and prints its figures (for profilers):
+    /// raw_sign, shr, dpop, raw_verify, verify_shr or verify_dpop.
+    #[arg(long, hide = true)]
+    only: Option<String>,
 }
 
 struct Phase {
     ops: u64,
     elapsed: Duration,
     latencies_ns: Vec<u64>,
+    /// CPU time the measuring threads spent (Linux), which other processes
+    /// on a busy machine do not inflate the way they inflate wall time.
+    cpu_ns: Option<u64>,
 }
+
+/// This thread's CPU time so far, in ns (Linux: `/proc/thread-self/schedstat`).
+fn thread_cpu_ns() -> Option<u64> {
+    let text = std::fs::read_to_string("/proc/thread-self/schedstat").ok()?;
+    text.split_whitespace().next()?.parse().ok()
+}
+
+/// What one measuring thread returns: latencies and the CPU time it used.
+type ThreadResult = Result<(Vec<u64>, Option<u64>), String>;
 
 impl Phase {
     fn per_sec(&self) -> f64 {
         self.ops as f64 / self.elapsed.as_secs_f64()
+    }
+
+    /// Mean CPU time per operation, µs.
+    fn cpu_us(&self) -> Option<f64> {
+        let ops = self.ops.max(1) as f64;
+        self.cpu_ns.map(|c| c as f64 / ops / 1000.0)
     }
 
     fn percentile_us(&self, p: f64) -> f64 {
@@ -71,18 +95,20 @@ where
 {
     let start = Instant::now();
     let deadline = start + dur;
-    let results: Vec<Result<Vec<u64>, String>> = std::thread::scope(|s| {
+    let results: Vec<ThreadResult> = std::thread::scope(|s| {
         let handles: Vec<_> = (0..threads)
             .map(|_| {
                 s.spawn(|| {
                     let mut lat = Vec::with_capacity(1 << 16);
+                    let cpu0 = thread_cpu_ns();
                     loop {
                         let t0 = Instant::now();
                         op().map_err(|e| e.to_string())?;
                         let t1 = Instant::now();
                         lat.push((t1 - t0).as_nanos() as u64);
                         if t1 >= deadline {
-                            return Ok(lat);
+                            let cpu = cpu0.zip(thread_cpu_ns()).map(|(a, b)| b.saturating_sub(a));
+                            return Ok((lat, cpu));
                         }
                     }
                 })
@@ -100,16 +126,20 @@ where
     finish(results, elapsed)
 }
 
-fn finish(results: Vec<Result<Vec<u64>, String>>, elapsed: Duration) -> Result<Phase, String> {
+fn finish(results: Vec<ThreadResult>, elapsed: Duration) -> Result<Phase, String> {
     let mut latencies_ns = Vec::new();
+    let mut cpu_ns = Some(0u64);
     for r in results {
-        latencies_ns.extend(r?);
+        let (lat, cpu) = r?;
+        latencies_ns.extend(lat);
+        cpu_ns = cpu_ns.zip(cpu).map(|(a, b)| a + b);
     }
     latencies_ns.sort_unstable();
     Ok(Phase {
         ops: latencies_ns.len() as u64,
         elapsed,
         latencies_ns,
+        cpu_ns,
     })
 }
 
@@ -123,19 +153,21 @@ where
 {
     let chunk = items.len().div_ceil(threads as usize).max(1);
     let start = Instant::now();
-    let results: Vec<Result<Vec<u64>, String>> = std::thread::scope(|s| {
+    let results: Vec<ThreadResult> = std::thread::scope(|s| {
         let handles: Vec<_> = items
             .chunks(chunk)
             .map(|part| {
                 let op = &op;
                 s.spawn(move || {
                     let mut lat = Vec::with_capacity(part.len());
+                    let cpu0 = thread_cpu_ns();
                     for item in part {
                         let t0 = Instant::now();
                         op(item).map_err(|e| e.to_string())?;
                         lat.push(t0.elapsed().as_nanos() as u64);
                     }
-                    Ok(lat)
+                    let cpu = cpu0.zip(thread_cpu_ns()).map(|(a, b)| b.saturating_sub(a));
+                    Ok((lat, cpu))
                 })
             })
             .collect();
@@ -229,6 +261,11 @@ pub(crate) fn run(args: &BenchArgs) -> Result<String, String> {
     let public = key.public_jwk().clone();
     let alg = key.algorithm();
 
+    if let Some(name) = &args.only {
+        return only(
+            name, &key, threads, dur, &shr, &dpop, &token, url, &raw_input,
+        );
+    }
     // Warm up caches, the CPU clock and any device session before measuring.
     run_phase(threads, dur.mul_f64(0.2), || key.sign(&raw_input).map(drop))?;
     let raw = run_phase(threads, dur, || key.sign(&raw_input).map(drop))?;
@@ -305,6 +342,181 @@ pub(crate) fn run(args: &BenchArgs) -> Result<String, String> {
     Ok(Value::Object(out).to_string())
 }
 
+/// One phase alone, for a profiler: proofs for the verify phases are
+/// signed first (a line on stderr says when measuring starts).
+#[allow(clippy::too_many_arguments)]
+fn only(
+    name: &str,
+    key: &PopKey,
+    threads: u32,
+    dur: Duration,
+    shr: &SignedHttpRequest,
+    dpop: &DpopProof,
+    token: &str,
+    url: &str,
+    raw_input: &[u8],
+) -> Result<String, String> {
+    let alg = key.algorithm();
+    let public = key.public_jwk().clone();
+    let pool_len = (20_000.0 * dur.as_secs_f64()) as usize;
+    let replay = || Arc::new(MemoryReplayCache::new(pool_len * 2 + 16));
+    let started = || eprintln!("measuring {name}");
+    let phase = match name {
+        "raw_sign" => {
+            started();
+            run_phase(threads, dur, || key.sign(raw_input).map(drop))?
+        }
+        "shr" => {
+            started();
+            run_phase(threads, dur, || shr.sign(key).map(drop))?
+        }
+        "dpop" => {
+            started();
+            run_phase(threads, dur, || dpop.sign(key).map(drop))?
+        }
+        "raw_verify" => {
+            let sig = key.sign(raw_input).map_err(|e| e.to_string())?;
+            started();
+            run_phase(threads, dur, || public.verify(alg, raw_input, &sig))?
+        }
+        "verify_shr" => {
+            let pool = make_pool(threads, pool_len, || shr.sign(key))?;
+            let verifier = ShrVerifier::new(Arc::new(DecodeOnly))
+                .algorithms(&[alg])
+                .replay_store(replay());
+            let request = Request::new("GET", url);
+            started();
+            run_each(threads, &pool, |p| verifier.verify(p, &request).map(drop))?
+        }
+        "verify_dpop" => {
+            let pool = make_pool(threads, pool_len, || dpop.sign(key))?;
+            let verifier = DpopVerifier::new(Arc::new(DecodeOnly))
+                .algorithms(&[alg])
+                .replay_store(replay());
+            let authorization = format!("DPoP {token}");
+            started();
+            run_each(threads, &pool, |p| {
+                let request = Request::new("GET", url)
+                    .header("Authorization", &authorization)
+                    .header("DPoP", p);
+                verifier.verify(&request).map(drop)
+            })?
+        }
+        "pair_shr" | "pair_dpop" | "pair_sign_shr" | "pair_sign_dpop" => {
+            return pair(name, key, dur, shr, dpop, token, url, raw_input);
+        }
+        other => return Err(format!("no phase `{other}`")),
+    };
+    let mut out = Map::new();
+    insert_phase(&mut out, name, &phase);
+    Ok(Value::Object(out).to_string())
+}
+
+/// Raw and full operations interleaved in batches of 100 on one thread, for
+/// a busy machine: both see the same interference, and the fastest batches
+/// (least disturbed) and the median batches give the overhead of the full
+/// operation over the raw one.
+#[allow(clippy::too_many_arguments)]
+fn pair(
+    name: &str,
+    key: &PopKey,
+    dur: Duration,
+    shr: &SignedHttpRequest,
+    dpop: &DpopProof,
+    token: &str,
+    url: &str,
+    raw_input: &[u8],
+) -> Result<String, String> {
+    const BATCH: usize = 100;
+    let alg = key.algorithm();
+    let public = key.public_jwk().clone();
+    let raw_sig = key.sign(raw_input).map_err(|e| e.to_string())?;
+    let batches = ((5_000.0 * dur.as_secs_f64()) as usize / BATCH).max(4);
+    let n = batches * BATCH;
+    let verifying = name.starts_with("pair_shr") || name.starts_with("pair_dpop");
+    let pool = match name {
+        "pair_shr" => make_pool(1, n, || shr.sign(key))?,
+        "pair_dpop" => make_pool(1, n, || dpop.sign(key))?,
+        _ => Vec::new(),
+    };
+    let shr_verifier = ShrVerifier::new(Arc::new(DecodeOnly))
+        .algorithms(&[alg])
+        .replay_store(Arc::new(MemoryReplayCache::new(n * 2 + 16)));
+    let dpop_verifier = DpopVerifier::new(Arc::new(DecodeOnly))
+        .algorithms(&[alg])
+        .replay_store(Arc::new(MemoryReplayCache::new(n * 2 + 16)));
+    let authorization = format!("DPoP {token}");
+    let request = Request::new("GET", url);
+    let full = |i: usize| -> Result<(), String> {
+        let fail = |e: &dyn std::fmt::Display| e.to_string();
+        match name {
+            "pair_shr" => shr_verifier
+                .verify(&pool[i], &request)
+                .map(drop)
+                .map_err(|e| fail(&e)),
+            "pair_dpop" => dpop_verifier
+                .verify(
+                    &Request::new("GET", url)
+                        .header("Authorization", &authorization)
+                        .header("DPoP", &pool[i]),
+                )
+                .map(drop)
+                .map_err(|e| fail(&e)),
+            "pair_sign_shr" => shr.sign(key).map(drop).map_err(|e| fail(&e)),
+            _ => dpop.sign(key).map(drop).map_err(|e| fail(&e)),
+        }
+    };
+    let raw = || -> Result<(), String> {
+        if verifying {
+            public
+                .verify(alg, raw_input, &raw_sig)
+                .map_err(|e| e.to_string())
+        } else {
+            key.sign(raw_input).map(drop).map_err(|e| e.to_string())
+        }
+    };
+    eprintln!("measuring {name}");
+    let (mut raw_ns, mut full_ns, mut raw_cpu, mut full_cpu) =
+        (Vec::new(), Vec::new(), Vec::new(), Vec::new());
+    for b in 0..batches {
+        let (c0, t0) = (thread_cpu_ns(), Instant::now());
+        for _ in 0..BATCH {
+            raw()?;
+        }
+        let (c1, t1) = (thread_cpu_ns(), Instant::now());
+        for i in b * BATCH..(b + 1) * BATCH {
+            full(i)?;
+        }
+        let (c2, t2) = (thread_cpu_ns(), Instant::now());
+        raw_ns.push((t1 - t0).as_nanos() as f64 / BATCH as f64);
+        full_ns.push((t2 - t1).as_nanos() as f64 / BATCH as f64);
+        if let (Some(c0), Some(c1), Some(c2)) = (c0, c1, c2) {
+            raw_cpu.push(c1.saturating_sub(c0) as f64 / BATCH as f64);
+            full_cpu.push(c2.saturating_sub(c1) as f64 / BATCH as f64);
+        }
+    }
+    let stats = |v: &mut Vec<f64>| -> (f64, f64) {
+        v.sort_by(f64::total_cmp);
+        let min = v.first().copied().unwrap_or(0.0);
+        let median = v.get(v.len() / 2).copied().unwrap_or(0.0);
+        (round1(min / 1000.0), round1(median / 1000.0))
+    };
+    let mut out = Map::new();
+    out.insert("batches".into(), json!(batches));
+    out.insert("batch".into(), json!(BATCH));
+    for (what, v) in [
+        ("raw_wall", &mut raw_ns),
+        ("full_wall", &mut full_ns),
+        ("raw_cpu", &mut raw_cpu),
+        ("full_cpu", &mut full_cpu),
+    ] {
+        let (min, median) = stats(v);
+        out.insert(format!("{what}_min_us"), json!(min));
+        out.insert(format!("{what}_median_us"), json!(median));
+    }
+    Ok(Value::Object(out).to_string())
+}
+
 fn insert_phase(out: &mut Map<String, Value>, name: &str, phase: &Phase) {
     out.insert(format!("{name}_per_sec"), json!(round1(phase.per_sec())));
     out.insert(
@@ -316,6 +528,9 @@ fn insert_phase(out: &mut Map<String, Value>, name: &str, phase: &Phase) {
         json!(round1(phase.percentile_us(0.99))),
     );
     out.insert(format!("{name}_ops"), json!(phase.ops));
+    if let Some(cpu) = phase.cpu_us() {
+        out.insert(format!("{name}_cpu_us"), json!(round1(cpu)));
+    }
 }
 
 /// Raw sign/verify of the crypto libraries themselves, with software keys
