@@ -254,7 +254,8 @@ fn original(
     let method = header(headers, "x-original-method")
         .or_else(|| header(headers, "x-forwarded-method"))
         .unwrap_or(method.as_str());
-    if method.is_empty() || !method.bytes().all(|b| b.is_ascii_alphabetic()) {
+    let tchar = |b: u8| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b);
+    if method.is_empty() || method.len() > 32 || !method.bytes().all(tchar) {
         return Err("the original method is not an HTTP method".into());
     }
     let own = uri.path_and_query().map_or("/", |p| p.as_str());
@@ -287,7 +288,7 @@ fn original(
         return Err("the original URI does not make a URL".into());
     }
     Ok(Original {
-        method: method.to_ascii_uppercase(),
+        method: method.to_owned(),
         url,
     })
 }
