@@ -458,13 +458,16 @@ mod auth {
                     (issuer.clone(), Some(issuer))
                 }
             };
-            let mut dpop = DpopVerifier::new(validator.clone()).max_age(s.max_age);
-            let mut pop = ShrVerifier::new(validator).max_age(s.max_age);
+            let dpop = DpopVerifier::new(validator.clone()).max_age(s.max_age);
+            let pop = ShrVerifier::new(validator).max_age(s.max_age);
             #[cfg(feature = "redis")]
-            if let Some(store) = s.fleet.replay_store()? {
-                dpop = dpop.async_replay_store(store.clone());
-                pop = pop.async_replay_store(store);
-            }
+            let (dpop, pop) = match s.fleet.replay_store()? {
+                Some(store) => (
+                    dpop.async_replay_store(store.clone()),
+                    pop.async_replay_store(store),
+                ),
+                None => (dpop, pop),
+            };
             let mut b = ResourceServer::builder().dpop(dpop).pop(pop);
             if let Some(i) = &issuer {
                 b = b.issuer(i.clone());
