@@ -99,6 +99,13 @@
 //! the same key snapshot its token is bound to, following a rotating key
 //! (a [`client::KeySource`]).
 //!
+//! **The server** (`server`, feature `server`) is the API side as
+//! middleware: a framework-neutral `ResourceServer` that picks the scheme,
+//! rebuilds the public URL behind proxies and renders challenges, a tower
+//! layer, an axum extractor (feature `axum`), and issuer discovery with a
+//! cached JWKS. Authorization-header parsing and challenge rendering live in
+//! [`auth_header`], shared by the client and the server.
+//!
 //! Source layout: `src/{key,global,provider,signer}.rs` (the handle, the
 //! slot, the contract), `src/{shr,dpop,assertion}.rs` (what gets signed),
 //! `src/backend/` (where keys live), `src/verify/` (the API side),

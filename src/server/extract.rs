@@ -61,6 +61,7 @@ impl IntoResponse for PopAuthRejection {
     }
 }
 
+#[cfg_attr(docsrs, doc(cfg(feature = "axum")))]
 impl IntoResponse for Rejection {
     fn into_response(self) -> Response {
         Rejection::into_response(self)

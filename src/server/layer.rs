@@ -28,7 +28,8 @@ pub struct PeerAddr(pub IpAddr);
 /// Bodies are streamed through untouched, except for a PoP request whose
 /// SHR signs the body (`b`): that body is read up to the server's
 /// [`body_limit`](super::ResourceServerBuilder::body_limit) (413 beyond it),
-/// checked, and handed on as read.
+/// checked, and handed on as read. The request body type must be
+/// constructible from `Bytes` (axum's `Body` is).
 ///
 /// ```
 /// use std::sync::Arc;
