@@ -469,13 +469,24 @@ fn required_nonce_flows_back_through_nginx() {
     assert_eq!(s.upstream.count(), 1);
     // nginx saw exactly two requests for it: the 401 asking for a nonce,
     // then the retry that passed.
-    let log = s.nginx.access_log();
-    let statuses: Vec<&str> = log
-        .lines()
-        .filter(|l| l.contains("/api/nonce-please"))
-        .filter_map(|l| l.split("\" ").nth(1)?.split(' ').next())
-        .collect();
-    assert_eq!(statuses, ["401", "200"], "{log}");
+    // nginx writes an access-log line after it has sent the response, so
+    // the last line may land a moment after `popkey call` returned: read
+    // until both are there (bounded), then compare.
+    let statuses_in = |log: &str| -> Vec<String> {
+        log.lines()
+            .filter(|l| l.contains("/api/nonce-please"))
+            .filter_map(|l| Some(l.split("\" ").nth(1)?.split(' ').next()?.to_owned()))
+            .collect()
+    };
+    let mut log = s.nginx.access_log();
+    for _ in 0..50 {
+        if statuses_in(&log).len() >= 2 {
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(100));
+        log = s.nginx.access_log();
+    }
+    assert_eq!(statuses_in(&log), ["401", "200"], "{log}");
 }
 
 #[test]
