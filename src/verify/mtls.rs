@@ -168,7 +168,7 @@ impl fmt::Debug for ClientCertificate {
 
 /// base64url(SHA-256(`der`)), the RFC 8705 `x5t#S256` of a DER certificate.
 pub fn certificate_thumbprint(der: &[u8]) -> String {
-    crate::b64::encode(crate::crypto::sha256(der))
+    super::token::certificate_thumbprint(der)
 }
 
 /// Checks that the access-token claims `claims` (validated already) carry
@@ -183,31 +183,11 @@ pub fn check_binding(
     claims: &Map<String, Value>,
     certificate: Option<&ClientCertificate>,
 ) -> Result<(), VerifyError> {
-    let named = claims
-        .get("cnf")
-        .and_then(Value::as_object)
-        .and_then(|c| c.get("x5t#S256"))
-        .and_then(Value::as_str)
-        .ok_or_else(|| {
-            err(
-                ErrorKind::KeyNotBound,
-                "the access token's `cnf` has no `x5t#S256`: it is not bound to a certificate",
-            )
-        })?;
+    super::token::bound_certificate_thumbprint(claims)?;
     let certificate = certificate.ok_or_else(|| {
         missing("the access token is certificate-bound and the request came without a client certificate")
     })?;
-    let actual = certificate.thumbprint();
-    if crate::crypto::constant_time_eq(named.as_bytes(), actual.as_bytes()) {
-        Ok(())
-    } else {
-        Err(err(
-            ErrorKind::KeyNotBound,
-            format!(
-                "the access token is bound to another certificate than the client's (client certificate x5t#S256 {actual})"
-            ),
-        ))
-    }
+    super::token::check_thumbprint_binding(claims, &certificate.thumbprint())
 }
 
 /// Validates `access_token` with `validator` (signature, issuer, audience,

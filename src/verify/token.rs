@@ -275,8 +275,16 @@ pub fn check_certificate_binding(
     claims: &Map<String, Value>,
     cert_der: &[u8],
 ) -> Result<(), VerifyError> {
-    let named = claims
+    check_thumbprint_binding(claims, &certificate_thumbprint(cert_der))
+}
+
+/// The token's `cnf.x5t#S256`, or `KeyNotBound` when it has none.
+pub(crate) fn bound_certificate_thumbprint(
+    claims: &Map<String, Value>,
+) -> Result<&str, VerifyError> {
+    claims
         .get("cnf")
+        .and_then(Value::as_object)
         .and_then(|c| c.get("x5t#S256"))
         .and_then(Value::as_str)
         .ok_or_else(|| {
@@ -284,19 +292,31 @@ pub fn check_certificate_binding(
                 ErrorKind::KeyNotBound,
                 "the access token's `cnf` has no `x5t#S256`: it is not bound to a certificate",
             )
-        })?;
-    if named == certificate_thumbprint(cert_der) {
+        })
+}
+
+/// Compares (constant-time) the token's `cnf.x5t#S256` with `actual`, the
+/// client certificate's thumbprint. One check for `check_certificate_binding`
+/// and `verify::mtls`.
+pub(crate) fn check_thumbprint_binding(
+    claims: &Map<String, Value>,
+    actual: &str,
+) -> Result<(), VerifyError> {
+    let named = bound_certificate_thumbprint(claims)?;
+    if crate::crypto::constant_time_eq(named.as_bytes(), actual.as_bytes()) {
         Ok(())
     } else {
         Err(err(
             ErrorKind::KeyNotBound,
-            "the access token is bound to a different certificate than the client's",
+            format!(
+                "the access token is bound to another certificate than the client's (client certificate x5t#S256 {actual})"
+            ),
         ))
     }
 }
 
 /// base64url(SHA-256(DER certificate)).
-fn certificate_thumbprint(cert_der: &[u8]) -> String {
+pub(crate) fn certificate_thumbprint(cert_der: &[u8]) -> String {
     crate::b64::encode(crate::crypto::sha256(cert_der))
 }
 
