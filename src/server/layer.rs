@@ -120,12 +120,13 @@ where
                 (Some(body), None)
             };
             match server
-                .authenticate(
+                .authenticate_with_certificate(
                     &parts.method,
                     &parts.uri,
                     &parts.headers,
                     peer,
                     bytes.as_deref(),
+                    parts.extensions.get::<super::ClientCertificate>(),
                 )
                 .await
             {

@@ -101,6 +101,7 @@ mod core;
 mod extract;
 mod issuer;
 mod layer;
+mod mtls;
 mod public_url;
 mod rejection;
 
@@ -112,5 +113,6 @@ pub use self::core::{
 pub use extract::{PopAuth, PopAuthRejection};
 pub use issuer::{Issuer, IssuerBuilder, IssuerError};
 pub use layer::{PeerAddr, PopAuthLayer, PopAuthService};
+pub use mtls::{ClientCertificate, MtlsBinding, CLIENT_CERT_HEADER};
 pub use public_url::{IpNet, IpNetParseError};
 pub use rejection::{Rejection, RejectionKind};
