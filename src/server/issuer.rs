@@ -127,9 +127,18 @@ pub struct IssuerBuilder {
     leeway: u64,
     min_refresh: Duration,
     introspection: Option<(String, String)>,
+    http: Option<reqwest::Client>,
 }
 
 impl IssuerBuilder {
+    /// Which servers to trust for discovery, the JWKS and introspection
+    /// (the platform's store by default): e.g. an issuer behind a private
+    /// CA, `TlsConfig::new().add_ca_pem_file("ca.pem")?`.
+    pub fn tls(mut self, tls: &crate::client::TlsConfig) -> crate::Result<Self> {
+        self.http = Some(tls.http_client()?);
+        Ok(self)
+    }
+
     /// Requires the token's `aud` to be (or contain) `audience`.
     pub fn audience(mut self, audience: &str) -> Self {
         self.audience = Some(audience.to_owned());
@@ -175,7 +184,10 @@ impl IssuerBuilder {
             leeway: self.leeway,
             min_refresh: self.min_refresh,
             introspection: self.introspection,
-            http: crate::client::default_http()?,
+            http: match self.http {
+                Some(h) => h,
+                None => crate::client::default_http()?,
+            },
             keys: RwLock::new(Arc::new(KeySet::default())),
             refresh_lock: tokio::sync::Mutex::new(RefreshState::default()),
             jwks_fetches: AtomicU64::new(0),
@@ -194,6 +206,7 @@ impl Issuer {
             leeway: 60,
             min_refresh: Duration::from_secs(30),
             introspection: None,
+            http: None,
         }
     }
 
@@ -344,7 +357,8 @@ impl Issuer {
                         (&self.introspection, &m.introspection_endpoint)
                     {
                         let mut v = IntrospectionValidator::new(endpoint, id, secret)
-                            .map_err(|e| issuer_err(format!("introspection: {e}")))?;
+                            .map_err(|e| issuer_err(format!("introspection: {e}")))?
+                            .with_http_client(self.http.clone());
                         if let Some(aud) = &self.audience {
                             v = v.audience(aud);
                         }
