@@ -407,8 +407,7 @@ fn gateway_behind_nginx_checks_the_client_certificate() {
     assert_eq!(status, 200, "{body}\n{}", gateway.log());
 
     // Another popkey key's certificate: invalid_token.
-    let (status, challenge, _) =
-        https_get(&url, &pki.ca, &token, Some((&bob.cert, &bob_key)), &[]);
+    let (status, challenge, _) = https_get(&url, &pki.ca, &token, Some((&bob.cert, &bob_key)), &[]);
     assert_invalid_token(status, &challenge, "another key's certificate");
     // No certificate at all.
     let (status, challenge, _) = https_get(&url, &pki.ca, &token, None, &[]);
@@ -478,9 +477,7 @@ impl rustls::server::danger::ClientCertVerifier for AnyClientCertificate {
         )
     }
     fn supported_verify_schemes(&self) -> Vec<rustls::SignatureScheme> {
-        self.0
-            .signature_verification_algorithms
-            .supported_schemes()
+        self.0.signature_verification_algorithms.supported_schemes()
     }
 }
 
@@ -511,13 +508,15 @@ async fn rustls_api(pki: &Pki, issuer: &str) -> u16 {
     let app = axum::Router::new()
         .route(
             "/orders",
-            axum::routing::get(|axum::Extension(who): axum::Extension<Authenticated>| async move {
-                axum::Json(json!({
-                    "scheme": who.scheme.as_str(),
-                    "x5t#S256": who.certificate_thumbprint,
-                    "client_id": who.claims.get("client_id"),
-                }))
-            }),
+            axum::routing::get(
+                |axum::Extension(who): axum::Extension<Authenticated>| async move {
+                    axum::Json(json!({
+                        "scheme": who.scheme.as_str(),
+                        "x5t#S256": who.certificate_thumbprint,
+                        "client_id": who.claims.get("client_id"),
+                    }))
+                },
+            ),
         )
         .layer(PopAuthLayer::new(Arc::new(server)));
 
@@ -534,17 +533,20 @@ async fn rustls_api(pki: &Pki, issuer: &str) -> u16 {
             )
             .unwrap(),
     )];
-    let key_der = run(
-        Command::new("openssl").args([
-            "pkey",
-            "-in",
-            pki.server_key.to_str().unwrap(),
-            "-outform",
-            "DER",
-        ]),
-        "openssl pkey",
-    )
-    .stdout;
+    // PKCS#8 PEM from `openssl req -nodes`.
+    let key_pem = String::from_utf8(read(&pki.server_key)).unwrap();
+    assert!(
+        key_pem.starts_with("-----BEGIN PRIVATE KEY-----"),
+        "{key_pem}"
+    );
+    let key_der = STANDARD
+        .decode(
+            key_pem
+                .lines()
+                .filter(|l| !l.starts_with("-----"))
+                .collect::<String>(),
+        )
+        .unwrap();
     let key = rustls::pki_types::PrivateKeyDer::Pkcs8(key_der.into());
     let config = rustls::ServerConfig::builder_with_provider(provider.clone())
         .with_safe_default_protocol_versions()
@@ -624,8 +626,7 @@ fn tower_layer_takes_the_certificate_from_the_rustls_connection() {
     let (alice_key, bob_key) = (key_pem(&alice), key_pem(&bob));
     let (status, _, body) = https_get(&url, &pki.ca, &token, Some((&alice.cert, &alice_key)), &[]);
     assert_eq!(status, 200, "{body}");
-    let (status, challenge, _) =
-        https_get(&url, &pki.ca, &token, Some((&bob.cert, &bob_key)), &[]);
+    let (status, challenge, _) = https_get(&url, &pki.ca, &token, Some((&bob.cert, &bob_key)), &[]);
     assert_invalid_token(status, &challenge, "another key's certificate");
     assert!(challenge.contains("key_not_bound"), "{challenge}");
     let (status, challenge, _) = https_get(&url, &pki.ca, &token, None, &[]);

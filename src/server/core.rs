@@ -219,10 +219,7 @@ impl ResourceServerBuilder {
     /// The server. Fails when no scheme is enabled, or on a bad origin or
     /// proxy address.
     pub fn build(self) -> crate::Result<ResourceServer> {
-        if self.dpop.is_none()
-            && self.pop.is_none()
-            && self.bearer.is_none()
-            && self.mtls.is_none()
+        if self.dpop.is_none() && self.pop.is_none() && self.bearer.is_none() && self.mtls.is_none()
         {
             return Err(crate::Error::Config(
                 "the resource server takes no scheme: enable dpop, pop, bearer or mtls".into(),
@@ -489,10 +486,17 @@ impl ResourceServer {
                     let cert = m
                         .certificate(headers, peer, certificate)
                         .map_err(mtls_fail)?;
-                    match m.check(credentials.token, cert.as_ref()).map_err(mtls_fail)? {
+                    match m
+                        .check(credentials.token, cert.as_ref())
+                        .map_err(mtls_fail)?
+                    {
                         Binding::Bound(claims, thumbprint) => {
-                            let mut who =
-                                Authenticated::new(Scheme::Mtls, None, claims, m.checks_signature());
+                            let mut who = Authenticated::new(
+                                Scheme::Mtls,
+                                None,
+                                claims,
+                                m.checks_signature(),
+                            );
                             who.certificate_thumbprint = Some(thumbprint);
                             return Ok(who);
                         }

@@ -73,7 +73,12 @@ pub(crate) struct GatewayArgs {
     #[arg(long)]
     mtls: bool,
     /// The header the proxy forwards the client certificate in (with --mtls).
-    #[arg(long, value_name = "NAME", default_value = "client-cert", requires = "mtls")]
+    #[arg(
+        long,
+        value_name = "NAME",
+        default_value = "client-cert",
+        requires = "mtls"
+    )]
     client_cert_header: String,
     /// Also trust the PEM CA certificates in FILE when fetching the issuer's
     /// discovery document and keys (a private CA; repeatable).
