@@ -7,6 +7,9 @@
 //!
 //! * 200 with `X-Pop-Subject` (the token's `sub`), `X-Pop-Jkt` (the key
 //!   thumbprint) and `X-Pop-Scheme` (`dpop` or `pop`) for the upstream;
+//!   with `--mtls`, certificate-bound Bearer tokens (RFC 8705) pass with
+//!   `X-Pop-Scheme: mtls` and `X-Pop-X5t-S256` (the client certificate from
+//!   the proxy's `Client-Cert` header);
 //! * 401 / 400 / 503 with the challenge headers for the client
 //!   (`WWW-Authenticate`, `DPoP-Nonce`, `Cache-Control: no-store`).
 //!
