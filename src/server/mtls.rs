@@ -1,66 +1,5 @@
-//! Certificate-bound access tokens (RFC 8705) in the resource server:
-//! `Authorization: Bearer` taken only when the token's `cnf.x5t#S256` is
-//! the thumbprint of the client certificate the request came with.
-//!
-//! Enable it with [`ResourceServerBuilder::mtls`](super::ResourceServerBuilder::mtls).
-//! The client certificate comes from one of two places:
-//!
-//! * **the TLS connection** — your server terminates TLS and asks for
-//!   client certificates; put the peer's leaf certificate into the
-//!   request's extensions as a [`ClientCertificate`]
-//!   ([`ClientCertificate::from_der`]); [`PopAuthLayer`](super::PopAuthLayer)
-//!   and the axum extractor read it from there (see below);
-//! * **a trusted proxy's header** — the TLS-terminating proxy forwards the
-//!   certificate in `Client-Cert` (RFC 9440 `:base64 DER:`, or nginx's
-//!   `$ssl_client_escaped_cert`, the URL-escaped PEM: both are recognised).
-//!   The header is believed only when the request's peer is one of
-//!   [`MtlsBinding::trusted_proxies`]; from anyone else it is ignored, and
-//!   from a trusted proxy the connection's own certificate (the proxy's)
-//!   is ignored.
-//!
-//! A certificate-bound token presented without a certificate or with
-//! another one is refused with 401 `Bearer error="invalid_token"`. A token
-//! with no `cnf.x5t#S256` is refused too, unless a plain bearer policy
-//! ([`ResourceServerBuilder::allow_bearer`](super::ResourceServerBuilder::allow_bearer))
-//! takes it (and that policy refuses any token with `cnf`).
-//!
-//! # The certificate from a rustls server connection
-//!
-//! With `tokio-rustls` (or anything that hands you the rustls
-//! `ServerConnection`), set a client-certificate verifier that asks for a
-//! certificate, e.g. one accepting any well-formed certificate (under RFC
-//! 8705 the token's binding authenticates it), and per connection:
-//!
-//! ```ignore
-//! let tls = acceptor.accept(tcp).await?;
-//! let certificate = tls
-//!     .get_ref()
-//!     .1
-//!     .peer_certificates()
-//!     .and_then(|chain| chain.first())
-//!     .and_then(|leaf| ClientCertificate::from_der(leaf).ok());
-//! let service = hyper::service::service_fn(move |mut request| {
-//!     if let Some(c) = &certificate {
-//!         request.extensions_mut().insert(c.clone());
-//!     }
-//!     request.extensions_mut().insert(PeerAddr(peer.ip()));
-//!     app.clone().oneshot(request) // the axum Router with PopAuthLayer
-//! });
-//! ```
-//!
-//! `tests/mtls_server.rs` runs exactly this with hyper-util.
-//!
-//! ```
-//! use std::sync::Arc;
-//! use popkey::server::{MtlsBinding, ResourceServer};
-//! use popkey::verify::token::DecodeOnly;
-//!
-//! let server = ResourceServer::builder()
-//!     .mtls(MtlsBinding::new(Arc::new(DecodeOnly)).trusted_proxies(["127.0.0.1"]))
-//!     .build()?;
-//! # let _ = server;
-//! # Ok::<(), popkey::Error>(())
-//! ```
+//! Certificate-bound access tokens (RFC 8705) in the resource server: see
+//! [`MtlsBinding`].
 
 use std::net::IpAddr;
 use std::sync::Arc;
@@ -78,8 +17,94 @@ use crate::verify::{ErrorKind, VerifyError};
 pub const CLIENT_CERT_HEADER: &str = "client-cert";
 
 /// The RFC 8705 policy of a [`ResourceServer`](super::ResourceServer):
-/// how certificate-bound tokens are validated and where the client
-/// certificate may come from.
+/// `Authorization: Bearer` taken only when the token's `cnf.x5t#S256` is
+/// the thumbprint of the client certificate the request came with; how
+/// the tokens are validated and where the certificate may come from.
+///
+/// Enable it with [`ResourceServerBuilder::mtls`](super::ResourceServerBuilder::mtls).
+/// The client certificate comes from one of two places:
+///
+/// * **the TLS connection** — your server terminates TLS and asks for
+///   client certificates; put the peer's leaf certificate into the
+///   request's extensions as a [`ClientCertificate`]
+///   ([`ClientCertificate::from_der`]); [`PopAuthLayer`](super::PopAuthLayer)
+///   and the axum extractor read it from there (see below);
+/// * **a trusted proxy's header** — the TLS-terminating proxy forwards the
+///   certificate in `Client-Cert` (RFC 9440 `:base64 DER:`, or nginx's
+///   `$ssl_client_escaped_cert`, the URL-escaped PEM: both are recognised).
+///   The header is believed only when the request's peer is one of
+///   [`MtlsBinding::trusted_proxies`]; from anyone else it is ignored, and
+///   from a trusted proxy the connection's own certificate (the proxy's)
+///   is ignored.
+///
+/// A certificate-bound token presented without a certificate or with
+/// another one is refused with 401 `Bearer error="invalid_token"`. A token
+/// with no `cnf.x5t#S256` is refused too, unless a plain bearer policy
+/// ([`ResourceServerBuilder::allow_bearer`](super::ResourceServerBuilder::allow_bearer))
+/// takes it (and that policy refuses any token with `cnf`).
+///
+/// # The certificate from a rustls server connection
+///
+/// With `tokio-rustls` (or anything that hands you the rustls
+/// `ServerConnection`), set a client-certificate verifier that asks for a
+/// certificate, e.g. one accepting any well-formed certificate (under RFC
+/// 8705 the token's binding authenticates it), and per connection:
+///
+/// ```no_run
+/// # #[cfg(feature = "axum")]
+/// # mod demo {
+/// use popkey::server::{ClientCertificate, PeerAddr};
+/// use tower::ServiceExt;
+///
+/// /// `app`: an axum `Router` with `PopAuthLayer`; `acceptor`: a
+/// /// tokio-rustls acceptor whose `ServerConfig` asks for client certificates.
+/// async fn serve(
+///     listener: tokio::net::TcpListener,
+///     acceptor: tokio_rustls::TlsAcceptor,
+///     app: axum::Router,
+/// ) {
+///     while let Ok((tcp, peer)) = listener.accept().await {
+///         let (acceptor, app) = (acceptor.clone(), app.clone());
+///         tokio::spawn(async move {
+///             let Ok(tls) = acceptor.accept(tcp).await else { return };
+///             // The connection's leaf certificate, for every request on it.
+///             let certificate = tls
+///                 .get_ref()
+///                 .1
+///                 .peer_certificates()
+///                 .and_then(|chain| chain.first())
+///                 .and_then(|leaf| ClientCertificate::from_der(leaf).ok());
+///             let service = hyper::service::service_fn(
+///                 move |mut request: hyper::Request<hyper::body::Incoming>| {
+///                     if let Some(c) = &certificate {
+///                         request.extensions_mut().insert(c.clone());
+///                     }
+///                     request.extensions_mut().insert(PeerAddr(peer.ip()));
+///                     app.clone().oneshot(request.map(axum::body::Body::new))
+///                 },
+///             );
+///             let _ = hyper::server::conn::http1::Builder::new()
+///                 .serve_connection(hyper_util::rt::TokioIo::new(tls), service)
+///                 .await;
+///         });
+///     }
+/// }
+/// # }
+/// ```
+///
+/// `tests/mtls_server.rs` runs exactly this with hyper-util.
+///
+/// ```
+/// use std::sync::Arc;
+/// use popkey::server::{MtlsBinding, ResourceServer};
+/// use popkey::verify::token::DecodeOnly;
+///
+/// let server = ResourceServer::builder()
+///     .mtls(MtlsBinding::new(Arc::new(DecodeOnly)).trusted_proxies(["127.0.0.1"]))
+///     .build()?;
+/// # let _ = server;
+/// # Ok::<(), popkey::Error>(())
+/// ```
 #[derive(Clone)]
 #[must_use]
 pub struct MtlsBinding {
