@@ -253,3 +253,135 @@ impl ResolvedMtls {
         self.validator.checks_signature()
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::net::IpAddr;
+    use std::sync::Arc;
+
+    use base64::engine::general_purpose::STANDARD;
+    use base64::Engine;
+    use http::{HeaderMap, Method, Uri};
+
+    use super::{ClientCertificate, MtlsBinding};
+    use crate::server::{ResourceServer, Scheme};
+    use crate::verify::token::DecodeOnly;
+
+    /// Shapes only: the routing is under test here (tests/mtls_server.rs
+    /// uses real certificates).
+    fn cert(filler: u8) -> ClientCertificate {
+        ClientCertificate::from_der(&[
+            0x30, 0x0a, 0x30, 0x01, filler, 0x30, 0x00, 0x03, 0x03, 0x00, 0x01, 0x02,
+        ])
+        .expect("a certificate shape")
+    }
+
+    fn token(cnf: Option<&ClientCertificate>) -> String {
+        let claims = match cnf {
+            Some(c) => format!(
+                r#"{{"sub":"alice","cnf":{{"x5t#S256":"{}"}}}}"#,
+                c.thumbprint()
+            ),
+            None => r#"{"sub":"alice"}"#.to_owned(),
+        };
+        format!("e30.{}.c2ln", crate::b64::encode(claims.as_bytes()))
+    }
+
+    fn server(bearer: bool) -> ResourceServer {
+        let mut b = ResourceServer::builder()
+            .mtls(MtlsBinding::new(Arc::new(DecodeOnly)).trusted_proxies(["10.0.0.0/8"]))
+            .public_origin("https://api.example");
+        if bearer {
+            b = b.allow_bearer(Arc::new(DecodeOnly));
+        }
+        b.build().expect("server")
+    }
+
+    fn run(
+        server: &ResourceServer,
+        token: &str,
+        header: Option<String>,
+        peer: &str,
+        connection: Option<&ClientCertificate>,
+    ) -> Result<crate::server::Authenticated, crate::server::Rejection> {
+        let mut headers = HeaderMap::new();
+        headers.insert("authorization", format!("Bearer {token}").parse().unwrap());
+        if let Some(h) = header {
+            headers.insert("client-cert", h.parse().unwrap());
+        }
+        let peer: IpAddr = peer.parse().unwrap();
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .build()
+            .unwrap();
+        rt.block_on(server.authenticate_with_certificate(
+            &Method::GET,
+            &"/x".parse::<Uri>().unwrap(),
+            &headers,
+            Some(peer),
+            None,
+            connection,
+        ))
+    }
+
+    fn header(c: &ClientCertificate) -> String {
+        format!(":{}:", STANDARD.encode(c.der()))
+    }
+
+    #[test]
+    fn the_certificate_comes_from_the_connection_or_a_trusted_proxy() {
+        let (mine, other) = (cert(1), cert(2));
+        let s = server(false);
+        let t = token(Some(&mine));
+        let who = run(&s, &t, None, "192.0.2.1", Some(&mine)).unwrap();
+        assert_eq!(who.scheme, Scheme::Mtls);
+        assert_eq!(who.certificate_thumbprint, Some(mine.thumbprint()));
+        assert_eq!(who.subject.as_deref(), Some("alice"));
+        // From a trusted proxy: its header, not its own connection certificate.
+        let who = run(&s, &t, Some(header(&mine)), "10.1.2.3", Some(&other)).unwrap();
+        assert_eq!(who.scheme, Scheme::Mtls);
+        // The header from anyone else is ignored.
+        let no = run(&s, &t, Some(header(&mine)), "192.0.2.1", None).unwrap_err();
+        assert_eq!(no.status(), 401);
+        assert_eq!(
+            no.headers()["www-authenticate"],
+            r#"Bearer error="invalid_token", error_description="client_certificate_missing""#
+        );
+        let no = run(&s, &t, Some(header(&mine)), "192.0.2.1", Some(&other)).unwrap_err();
+        assert_eq!(
+            no.headers()["www-authenticate"],
+            r#"Bearer error="invalid_token", error_description="key_not_bound""#
+        );
+        assert_eq!(no.scheme(), Some(Scheme::Mtls));
+        // A malformed header from the proxy is a token problem too.
+        let no = run(&s, &t, Some(":bm90IGEgY2VydA==:".into()), "10.1.2.3", None).unwrap_err();
+        assert_eq!(
+            no.headers()["www-authenticate"],
+            r#"Bearer error="invalid_token", error_description="client_certificate_malformed""#
+        );
+    }
+
+    #[test]
+    fn unbound_tokens_need_a_bearer_policy() {
+        let mine = cert(1);
+        let no = run(&server(false), &token(None), None, "192.0.2.1", Some(&mine)).unwrap_err();
+        assert_eq!(
+            no.headers()["www-authenticate"],
+            r#"Bearer error="invalid_token", error_description="key_not_bound""#
+        );
+        let who = run(&server(true), &token(None), None, "192.0.2.1", None).unwrap();
+        assert_eq!(who.scheme, Scheme::Bearer);
+        assert_eq!(who.certificate_thumbprint, None);
+        // A bound token is never taken as a plain bearer token.
+        let no = run(&server(true), &token(Some(&mine)), None, "192.0.2.1", None).unwrap_err();
+        assert_eq!(no.status(), 401);
+    }
+
+    #[test]
+    fn a_bad_proxy_list_is_refused_at_build() {
+        let e = ResourceServer::builder()
+            .mtls(MtlsBinding::new(Arc::new(DecodeOnly)).trusted_proxies(["not-an-ip"]))
+            .build()
+            .unwrap_err();
+        assert!(e.to_string().contains("not-an-ip"), "{e}");
+    }
+}
