@@ -79,6 +79,7 @@ pub struct Issuer {
     refresh_lock: tokio::sync::Mutex<RefreshState>,
     jwks_fetches: AtomicU64,
     introspector: OnceLock<IntrospectionValidator>,
+    introspection_http: Option<reqwest::Client>,
 }
 
 #[derive(Default)]
@@ -128,6 +129,9 @@ pub struct IssuerBuilder {
     min_refresh: Duration,
     introspection: Option<(String, String)>,
     http: Option<reqwest::Client>,
+    /// The introspection validator runs on a runtime of its own: a client
+    /// of its own, with the same trust.
+    introspection_http: Option<reqwest::Client>,
 }
 
 impl IssuerBuilder {
@@ -136,6 +140,7 @@ impl IssuerBuilder {
     /// CA, `TlsConfig::new().add_ca_pem_file("ca.pem")?`.
     pub fn tls(mut self, tls: &crate::client::TlsConfig) -> crate::Result<Self> {
         self.http = Some(tls.http_client()?);
+        self.introspection_http = Some(tls.http_client()?);
         Ok(self)
     }
 
@@ -192,6 +197,7 @@ impl IssuerBuilder {
             refresh_lock: tokio::sync::Mutex::new(RefreshState::default()),
             jwks_fetches: AtomicU64::new(0),
             introspector: OnceLock::new(),
+            introspection_http: self.introspection_http,
         })
     }
 }
@@ -207,6 +213,7 @@ impl Issuer {
             min_refresh: Duration::from_secs(30),
             introspection: None,
             http: None,
+            introspection_http: None,
         }
     }
 
@@ -357,8 +364,10 @@ impl Issuer {
                         (&self.introspection, &m.introspection_endpoint)
                     {
                         let mut v = IntrospectionValidator::new(endpoint, id, secret)
-                            .map_err(|e| issuer_err(format!("introspection: {e}")))?
-                            .with_http_client(self.http.clone());
+                            .map_err(|e| issuer_err(format!("introspection: {e}")))?;
+                        if let Some(http) = &self.introspection_http {
+                            v = v.with_http_client(http.clone());
+                        }
                         if let Some(aud) = &self.audience {
                             v = v.audience(aud);
                         }
