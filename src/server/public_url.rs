@@ -209,17 +209,14 @@ fn single(
 /// The last comma-separated element over all values of header `name`: the
 /// one the nearest proxy wrote.
 fn last_value(headers: &http::HeaderMap, name: &str) -> Result<Option<String>, Rejection> {
-    let mut last = None;
-    for v in headers.get_all(name) {
-        let v = v.to_str().map_err(|_| Rejection::invalid_request())?;
-        if let Some(item) = v.rsplit(',').next() {
-            let item = item.trim();
-            if !item.is_empty() {
-                last = Some(item.to_owned());
-            }
-        }
-    }
-    Ok(last)
+    // Only the very last element counts: when it is empty, nothing is
+    // taken (never an earlier element, which a client may have written).
+    let Some(v) = headers.get_all(name).iter().next_back() else {
+        return Ok(None);
+    };
+    let v = v.to_str().map_err(|_| Rejection::invalid_request())?;
+    let item = v.rsplit(',').next().unwrap_or_default().trim();
+    Ok((!item.is_empty()).then(|| item.to_owned()))
 }
 
 #[derive(Default)]
@@ -230,18 +227,12 @@ struct ForwardedElement {
 
 /// The last element of the RFC 7239 `Forwarded` header(s), if any.
 fn forwarded_last(headers: &http::HeaderMap) -> Result<Option<ForwardedElement>, Rejection> {
-    let mut last: Option<&str> = None;
-    for v in headers.get_all(http::header::FORWARDED) {
-        let v = v.to_str().map_err(|_| Rejection::invalid_request())?;
-        for element in split_unquoted(v, ',') {
-            if !element.trim().is_empty() {
-                last = Some(element);
-            }
-        }
-    }
-    let Some(element) = last else {
+    let Some(v) = headers.get_all(http::header::FORWARDED).iter().next_back() else {
         return Ok(None);
     };
+    let v = v.to_str().map_err(|_| Rejection::invalid_request())?;
+    // The last element (the nearest proxy's), even if it is empty.
+    let element = split_unquoted(v, ',').pop().unwrap_or_default();
     let mut out = ForwardedElement::default();
     for pair in split_unquoted(element, ';') {
         let Some((name, value)) = pair.split_once('=') else {
@@ -381,6 +372,17 @@ mod tests {
                 peer
             )
             .is_err());
+        // An empty last element takes nothing, not the client's earlier one.
+        let h = headers(&[("host", "app"), ("x-forwarded-host", "evil.example, ")]);
+        assert_eq!(
+            trusting.public_url(&uri, &h, peer).unwrap(),
+            "http://app/v1/items?x=1"
+        );
+        let h = headers(&[("host", "app"), ("forwarded", "host=evil.example, ")]);
+        assert_eq!(
+            trusting.public_url(&uri, &h, peer).unwrap(),
+            "http://app/v1/items?x=1"
+        );
         assert!(UrlRules::parse_origin("ftp://x").is_err());
         assert!(UrlRules::parse_origin("https://x/?q").is_err());
     }

@@ -141,6 +141,7 @@ pub(crate) fn run(args: &GatewayArgs) -> Result<String, String> {
         .build()
         .map_err(|e| format!("cannot start the async runtime: {e}"))?;
     rt.block_on(async {
+        let shutdown = shutdown_signal()?;
         let auth = auth::Authenticator::new(&auth::Settings {
             issuer: &args.issuer,
             audience: &args.audience,
@@ -173,7 +174,7 @@ pub(crate) fn run(args: &GatewayArgs) -> Result<String, String> {
             listener,
             app.into_make_service_with_connect_info::<SocketAddr>(),
         )
-        .with_graceful_shutdown(shutdown_signal())
+        .with_graceful_shutdown(shutdown)
         .await
         .map_err(|e| format!("the server failed: {e}"))?;
         tracing::info!("popkey gateway stopped");
@@ -221,26 +222,25 @@ async fn readyz(State(g): State<Arc<Gateway>>) -> Response {
     }
 }
 
-async fn shutdown_signal() {
-    let ctrl_c = async {
-        let _ = tokio::signal::ctrl_c().await;
-    };
+/// Resolves on SIGTERM or Ctrl-C. The handlers are installed when this is
+/// called (before start-up work), not when the future is first polled, so a
+/// SIGTERM during start-up also ends in a clean stop.
+fn shutdown_signal() -> Result<impl std::future::Future<Output = ()>, String> {
     #[cfg(unix)]
-    let term = async {
-        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(mut s) => {
-                s.recv().await;
-            }
-            Err(_) => std::future::pending::<()>().await,
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+        .map_err(|e| format!("cannot handle SIGTERM: {e}"))?;
+    let ctrl_c = tokio::signal::ctrl_c();
+    Ok(async move {
+        #[cfg(unix)]
+        let term = term.recv();
+        #[cfg(not(unix))]
+        let term = std::future::pending::<Option<()>>();
+        tokio::select! {
+            _ = ctrl_c => {},
+            _ = term => {},
         }
-    };
-    #[cfg(not(unix))]
-    let term = std::future::pending::<()>();
-    tokio::select! {
-        _ = ctrl_c => {},
-        _ = term => {},
-    }
-    tracing::info!("shutting down: finishing the requests in flight");
+        tracing::info!("shutting down: finishing the requests in flight");
+    })
 }
 
 /// `scheme://host[:port]` without path, query or trailing `/`.
@@ -279,7 +279,8 @@ fn original(
     let method = header(headers, "x-original-method")
         .or_else(|| header(headers, "x-forwarded-method"))
         .unwrap_or(method.as_str());
-    if method.is_empty() || !method.bytes().all(|b| b.is_ascii_alphabetic()) {
+    let tchar = |b: u8| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b);
+    if method.is_empty() || method.len() > 32 || !method.bytes().all(tchar) {
         return Err("the original method is not an HTTP method".into());
     }
     let own = uri.path_and_query().map_or("/", |p| p.as_str());
@@ -312,7 +313,7 @@ fn original(
         return Err("the original URI does not make a URL".into());
     }
     Ok(Original {
-        method: method.to_ascii_uppercase(),
+        method: method.to_owned(),
         url,
     })
 }
@@ -500,13 +501,16 @@ mod auth {
                     (issuer.clone(), Some(issuer))
                 }
             };
-            let mut dpop = DpopVerifier::new(validator.clone()).max_age(s.max_age);
-            let mut pop = ShrVerifier::new(validator.clone()).max_age(s.max_age);
+            let dpop = DpopVerifier::new(validator.clone()).max_age(s.max_age);
+            let pop = ShrVerifier::new(validator.clone()).max_age(s.max_age);
             #[cfg(feature = "redis")]
-            if let Some(store) = s.fleet.replay_store()? {
-                dpop = dpop.async_replay_store(store.clone());
-                pop = pop.async_replay_store(store);
-            }
+            let (dpop, pop) = match s.fleet.replay_store()? {
+                Some(store) => (
+                    dpop.async_replay_store(store.clone()),
+                    pop.async_replay_store(store),
+                ),
+                None => (dpop, pop),
+            };
             let mut b = ResourceServer::builder().dpop(dpop).pop(pop);
             if let Some(header) = s.mtls {
                 b = b.mtls(
