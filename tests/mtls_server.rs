@@ -428,6 +428,65 @@ fn gateway_behind_nginx_checks_the_client_certificate() {
         "{log}"
     );
     drop(nginx);
+
+    // `popkey verify --introspect` over HTTPS from the test CA: without
+    // --ca-file the TLS handshake fails; with it the authority answers
+    // (this one has no introspection endpoint: 404).
+    let token_file = d.join("at");
+    std::fs::write(&token_file, &token).unwrap();
+    let proof_url = "https://api.example.com/orders";
+    let proof = popkey_ok(&[
+        "dpop",
+        "--key",
+        &alice.uri,
+        "--method",
+        "GET",
+        "--url",
+        proof_url,
+        "--access-token-file",
+        token_file.to_str().unwrap(),
+    ]);
+    let secret = d.join("secret");
+    std::fs::write(&secret, "s3cret").unwrap();
+    let introspection = format!("{issuer}/token/introspection");
+    let verify = |extra: &[&str]| {
+        let mut args = vec![
+            "verify",
+            "dpop",
+            "--proof",
+            proof.trim(),
+            "--method",
+            "GET",
+            "--url",
+            proof_url,
+            "--access-token",
+            &token,
+            "--introspect",
+            &introspection,
+            "--introspect-client-id",
+            "alice",
+            "--introspect-secret-file",
+            secret.to_str().unwrap(),
+        ];
+        args.extend(extra);
+        let out = popkey(&args);
+        assert!(!out.status.success());
+        format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        )
+    };
+    let untrusted = verify(&[]);
+    let trusted = verify(&["--ca-file", &ca]);
+    assert!(
+        untrusted.contains("introspection failed") && !untrusted.contains("answered"),
+        "the private CA is not trusted without --ca-file: {untrusted}"
+    );
+    assert!(
+        trusted.contains("the endpoint answered 404"),
+        "with --ca-file the HTTPS request reaches the authority: {trusted}"
+    );
 }
 
 /// Accepts any client certificate whose handshake signature verifies (the
