@@ -11,7 +11,9 @@
 //!   refused with `invalid_token`;
 //! * a rustls server (tokio-rustls + hyper) puts the handshake's client
 //!   certificate into the request extensions for `PopAuthLayer`: the same
-//!   checks, without a proxy.
+//!   checks, without a proxy;
+//! * `popkey verify --introspect` reaches an HTTPS endpoint behind the test
+//!   CA only with `--ca-file`.
 #![cfg(all(feature = "gateway", feature = "mtls"))]
 
 use std::io::{BufRead, BufReader};
