@@ -8,6 +8,7 @@ use http::HeaderMap;
 use serde_json::{Map, Value};
 
 use super::issuer::Issuer;
+use super::mtls::{Binding, ClientCertificate, MtlsBinding, ResolvedMtls};
 use super::public_url::{IpNet, UrlRules};
 use super::rejection::{Offer, Rejection, RejectionKind};
 use crate::auth_header::parse_authorization;
@@ -30,15 +31,19 @@ pub enum Scheme {
     Pop,
     /// `Authorization: Bearer <token>`, when a bearer policy allows it.
     Bearer,
+    /// `Authorization: Bearer <token>` with a certificate-bound token
+    /// (RFC 8705) matching the request's client certificate.
+    Mtls,
 }
 
 impl Scheme {
-    /// `dpop`, `pop` or `bearer`.
+    /// `dpop`, `pop`, `bearer` or `mtls`.
     pub fn as_str(self) -> &'static str {
         match self {
             Scheme::Dpop => "dpop",
             Scheme::Pop => "pop",
             Scheme::Bearer => "bearer",
+            Scheme::Mtls => "mtls",
         }
     }
 }
@@ -57,8 +62,11 @@ pub struct Authenticated {
     /// The scheme the request used.
     pub scheme: Scheme,
     /// RFC 7638 thumbprint of the proof key (the token's `cnf.jkt` /
-    /// `cnf.kid`); `None` for bearer tokens.
+    /// `cnf.kid`); `None` for bearer and certificate-bound tokens.
     pub jkt: Option<String>,
+    /// The client certificate's SHA-256 thumbprint (`cnf.x5t#S256`) for
+    /// [`Scheme::Mtls`]; `None` otherwise.
+    pub certificate_thumbprint: Option<String>,
     /// The access token's `sub`, when it has one.
     pub subject: Option<String>,
     /// The access token's claims (from the JWT or the introspection answer).
@@ -73,6 +81,7 @@ impl Authenticated {
         Authenticated {
             scheme,
             jkt,
+            certificate_thumbprint: None,
             subject: claims.get("sub").and_then(Value::as_str).map(str::to_owned),
             claims,
             token_signature_checked: checked,
@@ -97,6 +106,7 @@ pub struct ResourceServer {
     dpop: Option<DpopVerifier>,
     pop: Option<ShrVerifier>,
     bearer: Option<Arc<dyn AccessTokenValidator>>,
+    mtls: Option<ResolvedMtls>,
     issuer: Option<Arc<Issuer>>,
     nonces: Option<Arc<NonceIssuer>>,
     urls: UrlRules,
@@ -109,6 +119,7 @@ impl std::fmt::Debug for ResourceServer {
             .field("dpop", &self.dpop.is_some())
             .field("pop", &self.pop.is_some())
             .field("bearer", &self.bearer.is_some())
+            .field("mtls", &self.mtls.is_some())
             .field("issuer", &self.issuer.as_ref().map(|i| i.issuer()))
             .field("urls", &self.urls)
             .field("body_limit", &self.body_limit)
@@ -122,6 +133,7 @@ pub struct ResourceServerBuilder {
     dpop: Option<DpopVerifier>,
     pop: Option<ShrVerifier>,
     bearer: Option<Arc<dyn AccessTokenValidator>>,
+    mtls: Option<MtlsBinding>,
     issuer: Option<Arc<Issuer>>,
     nonces: Option<Arc<NonceIssuer>>,
     origin: Option<String>,
@@ -147,6 +159,14 @@ impl ResourceServerBuilder {
     /// `cnf`) is still refused as a bearer token (RFC 9449 §7.2).
     pub fn allow_bearer(mut self, validator: Arc<dyn AccessTokenValidator>) -> Self {
         self.bearer = Some(validator);
+        self
+    }
+
+    /// Takes `Authorization: Bearer` tokens bound to the request's client
+    /// certificate (RFC 8705 `cnf.x5t#S256`, [`Scheme::Mtls`]); see
+    /// [`MtlsBinding`] for where the certificate comes from.
+    pub fn mtls(mut self, binding: MtlsBinding) -> Self {
+        self.mtls = Some(binding);
         self
     }
 
@@ -199,9 +219,10 @@ impl ResourceServerBuilder {
     /// The server. Fails when no scheme is enabled, or on a bad origin or
     /// proxy address.
     pub fn build(self) -> crate::Result<ResourceServer> {
-        if self.dpop.is_none() && self.pop.is_none() && self.bearer.is_none() {
+        if self.dpop.is_none() && self.pop.is_none() && self.bearer.is_none() && self.mtls.is_none()
+        {
             return Err(crate::Error::Config(
-                "the resource server takes no scheme: enable dpop, pop or bearer".into(),
+                "the resource server takes no scheme: enable dpop, pop, bearer or mtls".into(),
             ));
         }
         let origin = match &self.origin {
@@ -219,10 +240,15 @@ impl ResourceServerBuilder {
             dpop = dpop.map(|v| v.nonce(NoncePolicy::Issuer(n.clone())));
             pop = pop.map(|v| v.nonce(NoncePolicy::Issuer(n.clone())));
         }
+        let mtls = match self.mtls {
+            Some(m) => Some(m.resolve().map_err(crate::Error::Config)?),
+            None => None,
+        };
         Ok(ResourceServer {
             dpop,
             pop,
             bearer: self.bearer,
+            mtls,
             issuer: self.issuer,
             nonces: self.nonces,
             urls: UrlRules { origin, trusted },
@@ -238,6 +264,7 @@ impl ResourceServer {
             dpop: None,
             pop: None,
             bearer: None,
+            mtls: None,
             issuer: None,
             nonces: None,
             origin: None,
@@ -268,7 +295,7 @@ impl ResourceServer {
         Offer {
             dpop_algs: self.dpop.as_ref().map(|v| v.allowed_algorithms()),
             pop: self.pop.is_some(),
-            bearer: self.bearer.is_some(),
+            bearer: self.bearer.is_some() || self.mtls.is_some(),
             nonce: self.nonces.as_ref().map(|n| n.issue()),
         }
     }
@@ -325,8 +352,25 @@ impl ResourceServer {
         peer: Option<IpAddr>,
         body: Option<&[u8]>,
     ) -> Result<Authenticated, Rejection> {
+        self.authenticate_with_certificate(method, uri, headers, peer, body, None)
+            .await
+    }
+
+    /// [`ResourceServer::authenticate`] for a request whose TLS connection
+    /// carried the client certificate `certificate` (for [`Scheme::Mtls`];
+    /// the tower layer passes the [`ClientCertificate`] found in the
+    /// request's extensions).
+    pub async fn authenticate_with_certificate(
+        &self,
+        method: &http::Method,
+        uri: &http::Uri,
+        headers: &HeaderMap,
+        peer: Option<IpAddr>,
+        body: Option<&[u8]>,
+        certificate: Option<&ClientCertificate>,
+    ) -> Result<Authenticated, Rejection> {
         let url = self.public_url(uri, headers, peer)?;
-        self.authenticate_url(method.as_str(), &url, headers, body)
+        self.authenticate_url_from(method.as_str(), &url, headers, body, peer, certificate)
             .await
     }
 
@@ -339,6 +383,23 @@ impl ResourceServer {
         public_url: &str,
         headers: &HeaderMap,
         body: Option<&[u8]>,
+    ) -> Result<Authenticated, Rejection> {
+        self.authenticate_url_from(method, public_url, headers, body, None, None)
+            .await
+    }
+
+    /// [`ResourceServer::authenticate_url`] knowing the peer's address
+    /// (a trusted proxy's certificate header is believed, see
+    /// [`MtlsBinding::trusted_proxies`]) and the connection's client
+    /// certificate, for [`Scheme::Mtls`].
+    pub async fn authenticate_url_from(
+        &self,
+        method: &str,
+        public_url: &str,
+        headers: &HeaderMap,
+        body: Option<&[u8]>,
+        peer: Option<IpAddr>,
+        certificate: Option<&ClientCertificate>,
     ) -> Result<Authenticated, Rejection> {
         let mut values = headers.get_all(http::header::AUTHORIZATION).iter();
         let value = match (values.next(), values.next()) {
@@ -353,7 +414,7 @@ impl ResourceServer {
             Scheme::Dpop
         } else if credentials.is("pop") && self.pop.is_some() {
             Scheme::Pop
-        } else if credentials.is("bearer") && self.bearer.is_some() {
+        } else if credentials.is("bearer") && (self.bearer.is_some() || self.mtls.is_some()) {
             Scheme::Bearer
         } else {
             return Err(self.reject(RejectionKind::UnsupportedScheme, None, None));
@@ -414,13 +475,43 @@ impl ResourceServer {
                 ))
             }
             Scheme::Bearer => {
-                let Some(validator) = &self.bearer else {
-                    return Err(self.reject(RejectionKind::UnsupportedScheme, None, None));
-                };
                 if headers.contains_key("dpop") {
                     return Err(self.reject(RejectionKind::InvalidRequest, Some(scheme), None));
                 }
                 self.prepare(credentials.token, scheme).await?;
+                if let Some(m) = &self.mtls {
+                    let mtls_fail = |e: VerifyError| {
+                        self.reject(RejectionKind::Proof(e.kind()), Some(Scheme::Mtls), Some(e))
+                    };
+                    let cert = m
+                        .certificate(headers, peer, certificate)
+                        .map_err(mtls_fail)?;
+                    match m
+                        .check(credentials.token, cert.as_ref())
+                        .map_err(mtls_fail)?
+                    {
+                        Binding::Bound(claims, thumbprint) => {
+                            let mut who = Authenticated::new(
+                                Scheme::Mtls,
+                                None,
+                                claims,
+                                m.checks_signature(),
+                            );
+                            who.certificate_thumbprint = Some(thumbprint);
+                            return Ok(who);
+                        }
+                        Binding::Unbound if self.bearer.is_none() => {
+                            return Err(mtls_fail(VerifyError::new(
+                                ErrorKind::KeyNotBound,
+                                "the access token is not bound to a certificate (no cnf.x5t#S256)",
+                            )));
+                        }
+                        Binding::Unbound => {}
+                    }
+                }
+                let Some(validator) = &self.bearer else {
+                    return Err(self.reject(RejectionKind::UnsupportedScheme, None, None));
+                };
                 let claims = validator
                     .validate(credentials.token, crate::now())
                     .map_err(fail)?;
@@ -437,6 +528,7 @@ impl ResourceServer {
                     validator.checks_signature(),
                 ))
             }
+            Scheme::Mtls => Err(self.reject(RejectionKind::UnsupportedScheme, None, None)),
         }
     }
 

@@ -82,7 +82,14 @@ impl<S: Send + Sync> FromRequestParts<S> for PopAuth {
             .ok_or(PopAuthRejection::NotConfigured)?;
         let peer = super::layer::peer_of(&parts.extensions);
         let who = server
-            .authenticate(&parts.method, &parts.uri, &parts.headers, peer, None)
+            .authenticate_with_certificate(
+                &parts.method,
+                &parts.uri,
+                &parts.headers,
+                peer,
+                None,
+                parts.extensions.get::<super::ClientCertificate>(),
+            )
             .await
             .map_err(PopAuthRejection::Refused)?;
         parts.extensions.insert(who.clone());

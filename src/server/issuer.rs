@@ -79,6 +79,7 @@ pub struct Issuer {
     refresh_lock: tokio::sync::Mutex<RefreshState>,
     jwks_fetches: AtomicU64,
     introspector: OnceLock<IntrospectionValidator>,
+    introspection_http: Option<reqwest::Client>,
 }
 
 #[derive(Default)]
@@ -127,9 +128,22 @@ pub struct IssuerBuilder {
     leeway: u64,
     min_refresh: Duration,
     introspection: Option<(String, String)>,
+    http: Option<reqwest::Client>,
+    /// The introspection validator runs on a runtime of its own: a client
+    /// of its own, with the same trust.
+    introspection_http: Option<reqwest::Client>,
 }
 
 impl IssuerBuilder {
+    /// Which servers to trust for discovery, the JWKS and introspection
+    /// (the platform's store by default): e.g. an issuer behind a private
+    /// CA, `TlsConfig::new().add_ca_pem_file("ca.pem")?`.
+    pub fn tls(mut self, tls: &crate::client::TlsConfig) -> crate::Result<Self> {
+        self.http = Some(tls.http_client()?);
+        self.introspection_http = Some(tls.http_client()?);
+        Ok(self)
+    }
+
     /// Requires the token's `aud` to be (or contain) `audience`.
     pub fn audience(mut self, audience: &str) -> Self {
         self.audience = Some(audience.to_owned());
@@ -175,11 +189,15 @@ impl IssuerBuilder {
             leeway: self.leeway,
             min_refresh: self.min_refresh,
             introspection: self.introspection,
-            http: crate::client::default_http()?,
+            http: match self.http {
+                Some(h) => h,
+                None => crate::client::default_http()?,
+            },
             keys: RwLock::new(Arc::new(KeySet::default())),
             refresh_lock: tokio::sync::Mutex::new(RefreshState::default()),
             jwks_fetches: AtomicU64::new(0),
             introspector: OnceLock::new(),
+            introspection_http: self.introspection_http,
         })
     }
 }
@@ -194,6 +212,8 @@ impl Issuer {
             leeway: 60,
             min_refresh: Duration::from_secs(30),
             introspection: None,
+            http: None,
+            introspection_http: None,
         }
     }
 
@@ -345,6 +365,9 @@ impl Issuer {
                     {
                         let mut v = IntrospectionValidator::new(endpoint, id, secret)
                             .map_err(|e| issuer_err(format!("introspection: {e}")))?;
+                        if let Some(http) = &self.introspection_http {
+                            v = v.with_http_client(http.clone());
+                        }
                         if let Some(aud) = &self.audience {
                             v = v.audience(aud);
                         }

@@ -31,6 +31,11 @@ pub struct PeerAddr(pub IpAddr);
 /// checked, and handed on as read. The request body type must be
 /// constructible from `Bytes` (axum's `Body` is).
 ///
+/// With [`ResourceServerBuilder::mtls`](super::ResourceServerBuilder::mtls),
+/// a [`ClientCertificate`](super::ClientCertificate) in the request's
+/// extensions is the connection's client certificate (insert it from your
+/// TLS server; see [`MtlsBinding`](super::MtlsBinding)).
+///
 /// ```
 /// use std::sync::Arc;
 /// use axum::{routing::get, Extension, Router};
@@ -120,12 +125,13 @@ where
                 (Some(body), None)
             };
             match server
-                .authenticate(
+                .authenticate_with_certificate(
                     &parts.method,
                     &parts.uri,
                     &parts.headers,
                     peer,
                     bytes.as_deref(),
+                    parts.extensions.get::<super::ClientCertificate>(),
                 )
                 .await
             {

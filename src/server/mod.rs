@@ -4,7 +4,9 @@
 //! request's method, URL and headers (and the body, when a proof signs
 //! it), decides which scheme the request presents — `Authorization: DPoP`
 //! (RFC 9449), `Authorization: PoP` (MSAL Signed HTTP Requests), and
-//! `Bearer` only when a bearer policy is set — rebuilds the **public** URL
+//! `Bearer` only when a bearer policy is set or, with
+//! [`ResourceServerBuilder::mtls`], for tokens bound to the request's client
+//! certificate (RFC 8705, [`MtlsBinding`]) — rebuilds the **public** URL
 //! the client signed, runs the verifier and answers either
 //! [`Authenticated`] (scheme, key thumbprint, subject, access-token claims)
 //! or a [`Rejection`] that renders the status and challenges a client
@@ -101,6 +103,7 @@ mod core;
 mod extract;
 mod issuer;
 mod layer;
+mod mtls;
 mod public_url;
 mod rejection;
 
@@ -112,5 +115,6 @@ pub use self::core::{
 pub use extract::{PopAuth, PopAuthRejection};
 pub use issuer::{Issuer, IssuerBuilder, IssuerError};
 pub use layer::{PeerAddr, PopAuthLayer, PopAuthService};
+pub use mtls::{ClientCertificate, MtlsBinding, CLIENT_CERT_HEADER};
 pub use public_url::{IpNet, IpNetParseError};
 pub use rejection::{Rejection, RejectionKind};

@@ -168,7 +168,12 @@ impl Rejection {
         };
         // The error goes on the challenge of the scheme the request used
         // (or on every challenge for a request that named none).
-        let applies = |s: Scheme| inner.scheme.is_none_or(|x| x == s);
+        // (A certificate-bound token is presented as `Bearer`, RFC 8705.)
+        let applies = |s: Scheme| {
+            inner
+                .scheme
+                .is_none_or(|x| x == s || (x == Scheme::Mtls && s == Scheme::Bearer))
+        };
         let with_error = |mut c: Challenge, s: Scheme| {
             if let (Some(code), true) = (code, applies(s)) {
                 c = c

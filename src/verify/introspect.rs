@@ -118,6 +118,19 @@ impl IntrospectionValidator {
         })
     }
 
+    /// Which servers to trust when asking the endpoint (the platform's
+    /// store by default), e.g. `TlsConfig::new().add_ca_pem_file("ca.pem")?`
+    /// for an authorization server behind a private CA.
+    pub fn tls(self, tls: &crate::client::TlsConfig) -> crate::Result<Self> {
+        Ok(self.with_http_client(tls.http_client()?))
+    }
+
+    /// Uses `http` (built with the caller's TLS trust) for the requests.
+    pub(crate) fn with_http_client(mut self, http: reqwest::Client) -> Self {
+        self.worker.http = http;
+        self
+    }
+
     /// Requires the answer's `token_type` to be `token_type` (compared
     /// ignoring ASCII case; e.g. `DPoP`).
     pub fn require_token_type(mut self, token_type: &str) -> Self {

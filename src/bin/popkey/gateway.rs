@@ -7,6 +7,9 @@
 //!
 //! * 200 with `X-Pop-Subject` (the token's `sub`), `X-Pop-Jkt` (the key
 //!   thumbprint) and `X-Pop-Scheme` (`dpop` or `pop`) for the upstream;
+//!   with `--mtls`, certificate-bound Bearer tokens (RFC 8705) pass with
+//!   `X-Pop-Scheme: mtls` and `X-Pop-X5t-S256` (the client certificate from
+//!   the proxy's `Client-Cert` header);
 //! * 401 / 400 / 503 with the challenge headers for the client
 //!   (`WWW-Authenticate`, `DPoP-Nonce`, `Cache-Control: no-store`).
 //!
@@ -65,6 +68,25 @@ pub(crate) struct GatewayArgs {
     /// use and tests).
     #[arg(long, value_name = "FILE")]
     jwks: Option<PathBuf>,
+    /// Also accept certificate-bound Bearer tokens (RFC 8705): the token's
+    /// cnf.x5t#S256 must match the client certificate the proxy forwards in
+    /// Client-Cert (RFC 9440 `:base64:` or nginx's
+    /// `$ssl_client_escaped_cert`). Answers X-Pop-Scheme `mtls` and
+    /// X-Pop-X5t-S256.
+    #[arg(long)]
+    mtls: bool,
+    /// The header the proxy forwards the client certificate in (with --mtls).
+    #[arg(
+        long,
+        value_name = "NAME",
+        default_value = "client-cert",
+        requires = "mtls"
+    )]
+    client_cert_header: String,
+    /// Also trust the PEM CA certificates in FILE when fetching the issuer's
+    /// discovery document and keys (a private CA; repeatable).
+    #[arg(long = "ca-file", value_name = "FILE")]
+    ca_files: Vec<PathBuf>,
     /// Oldest acceptable proof, in seconds.
     #[arg(long, value_name = "SECS", default_value_t = 300)]
     max_age: u64,
@@ -126,6 +148,9 @@ pub(crate) fn run(args: &GatewayArgs) -> Result<String, String> {
             jwks: args.jwks.as_deref(),
             max_age: args.max_age,
             fleet: &args.fleet,
+            mtls: args.mtls.then_some(args.client_cert_header.as_str()),
+            trusted: &args.trusted_proxies,
+            ca_files: &args.ca_files,
         })
         .await?;
         let gateway = Arc::new(Gateway {
@@ -316,19 +341,22 @@ async fn authorize(
     let path = request.url.split('?').next().unwrap_or_default().to_owned();
     match g
         .auth
-        .authenticate(&request.method, &request.url, &headers)
+        .authenticate(&request.method, &request.url, &headers, peer.ip())
         .await
     {
         Ok(ok) => {
             tracing::info!(
                 %peer, method = %request.method, url = %path, status = 200,
-                scheme = ok.scheme, jkt = %ok.jkt, subject = ok.subject.as_deref().unwrap_or(""),
+                scheme = ok.scheme, jkt = %ok.jkt.as_deref().or(ok.x5t.as_deref()).unwrap_or(""), subject = ok.subject.as_deref().unwrap_or(""),
                 "allowed"
             );
-            let mut h = vec![
-                ("x-pop-scheme", ok.scheme.to_owned()),
-                ("x-pop-jkt", ok.jkt),
-            ];
+            let mut h = vec![("x-pop-scheme", ok.scheme.to_owned())];
+            if let Some(jkt) = ok.jkt {
+                h.push(("x-pop-jkt", jkt));
+            }
+            if let Some(x5t) = ok.x5t {
+                h.push(("x-pop-x5t-s256", x5t));
+            }
             if let Some(s) = ok.subject {
                 h.push(("x-pop-subject", header_safe(&s)));
             }
@@ -395,11 +423,13 @@ fn header_safe(value: &str) -> String {
 /// The gateway's side of `popkey::server`: the resource server built from
 /// the flags, and its answers turned into forward-auth responses.
 mod auth {
-    use std::path::Path;
+    use std::net::IpAddr;
+    use std::path::{Path, PathBuf};
     use std::sync::Arc;
 
     use axum::http::{HeaderMap, StatusCode};
-    use popkey::server::{Authenticated, Issuer, Rejection, ResourceServer};
+    use popkey::client::TlsConfig;
+    use popkey::server::{Authenticated, Issuer, MtlsBinding, Rejection, ResourceServer};
     use popkey::verify::dpop::DpopVerifier;
     use popkey::verify::shr::ShrVerifier;
     use popkey::verify::token::{AccessTokenValidator, JwksValidator};
@@ -412,12 +442,17 @@ mod auth {
         pub(super) jwks: Option<&'a Path>,
         pub(super) max_age: u64,
         pub(super) fleet: &'a FleetArgs,
+        /// With --mtls: the certificate header's name.
+        pub(super) mtls: Option<&'a str>,
+        pub(super) trusted: &'a [String],
+        pub(super) ca_files: &'a [PathBuf],
     }
 
     /// A request that passed.
     pub(super) struct Allowed {
         pub(super) scheme: &'static str,
-        pub(super) jkt: String,
+        pub(super) jkt: Option<String>,
+        pub(super) x5t: Option<String>,
         pub(super) subject: Option<String>,
     }
 
@@ -449,9 +484,17 @@ mod auth {
                     (Arc::new(v), None)
                 }
                 None => {
+                    let mut tls = TlsConfig::new();
+                    for f in s.ca_files {
+                        tls = tls
+                            .add_ca_pem_file(f)
+                            .map_err(|e| format!("--ca-file: {e}"))?;
+                    }
                     let issuer = Arc::new(
                         Issuer::builder(s.issuer)
                             .audience(s.audience)
+                            .tls(&tls)
+                            .map_err(|e| e.to_string())?
                             .build()
                             .map_err(|e| e.to_string())?,
                     );
@@ -459,7 +502,7 @@ mod auth {
                 }
             };
             let dpop = DpopVerifier::new(validator.clone()).max_age(s.max_age);
-            let pop = ShrVerifier::new(validator).max_age(s.max_age);
+            let pop = ShrVerifier::new(validator.clone()).max_age(s.max_age);
             #[cfg(feature = "redis")]
             let (dpop, pop) = match s.fleet.replay_store()? {
                 Some(store) => (
@@ -469,6 +512,13 @@ mod auth {
                 None => (dpop, pop),
             };
             let mut b = ResourceServer::builder().dpop(dpop).pop(pop);
+            if let Some(header) = s.mtls {
+                b = b.mtls(
+                    MtlsBinding::new(validator)
+                        .trusted_proxies(s.trusted)
+                        .header(header),
+                );
+            }
             if let Some(i) = &issuer {
                 b = b.issuer(i.clone());
             }
@@ -492,12 +542,13 @@ mod auth {
             method: &str,
             url: &str,
             headers: &HeaderMap,
+            peer: IpAddr,
         ) -> Result<Allowed, Refused> {
             // The gateway never sees the body (auth subrequests carry none):
             // an SHR that signs it (`b`) is refused as too large to check.
             match self
                 .server
-                .authenticate_url(method, url, headers, None)
+                .authenticate_url_from(method, url, headers, None, Some(peer), None)
                 .await
             {
                 Ok(ok) => allowed(ok).ok_or_else(|| Refused {
@@ -512,9 +563,13 @@ mod auth {
     }
 
     fn allowed(ok: Authenticated) -> Option<Allowed> {
+        if ok.jkt.is_none() && ok.certificate_thumbprint.is_none() {
+            return None;
+        }
         Some(Allowed {
             scheme: ok.scheme.as_str(),
-            jkt: ok.jkt?,
+            jkt: ok.jkt,
+            x5t: ok.certificate_thumbprint,
             subject: ok.subject,
         })
     }

@@ -74,6 +74,11 @@ pub(crate) struct Common {
     /// (a file, so the secret stays out of the process list).
     #[arg(long, requires = "introspect")]
     introspect_secret_file: Option<PathBuf>,
+    #[cfg(feature = "client")]
+    /// Also trust the PEM CA certificates in FILE when asking the
+    /// introspection endpoint (a private CA; repeatable).
+    #[arg(long = "ca-file", value_name = "FILE", requires = "introspect")]
+    ca_files: Vec<PathBuf>,
     /// Required access-token issuer (with --jwks).
     #[arg(long, requires = "jwks")]
     issuer: Option<String>,
@@ -193,6 +198,15 @@ fn validator(
         let mut v = popkey::verify::introspect::IntrospectionValidator::new(url, id, secret.trim())
             .map_err(|e| e.to_string())?
             .require_token_type(token_type);
+        if !c.ca_files.is_empty() {
+            let mut tls = popkey::client::TlsConfig::new();
+            for f in &c.ca_files {
+                tls = tls
+                    .add_ca_pem_file(f)
+                    .map_err(|e| format!("--ca-file: {e}"))?;
+            }
+            v = v.tls(&tls).map_err(|e| e.to_string())?;
+        }
         if let Some(a) = &c.audience {
             v = v.audience(a);
         }
