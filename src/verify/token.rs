@@ -74,12 +74,85 @@ impl AccessTokenValidator for DecodeOnly {
 /// # let _ = v;
 /// # Ok::<(), popkey::Error>(())
 /// ```
+///
+/// A token that passes is remembered (by its SHA-256, with its claims and
+/// times) so that the same token presented with the next proof is not
+/// verified again: a client sends one access token with many proofs, and
+/// the proof's signature is the per-request check. On every reuse `exp`
+/// and `nbf` are checked again against the current time; the signature,
+/// `iss` and `aud` were checked when the token was first accepted, under
+/// this validator's keys and settings (changing the settings with a
+/// builder method starts an empty cache). Failures are never remembered.
+/// The cache holds at most [`JwksValidator::token_cache`] tokens (default
+/// 1024); an [`Issuer`](crate::server::Issuer) starts a new one whenever it
+/// fetches the issuer's keys again.
 #[derive(Debug, Clone)]
 pub struct JwksValidator {
     keys: Vec<JwksKey>,
     issuer: Option<String>,
     audience: Option<String>,
     leeway: u64,
+    accepted: std::sync::Arc<AcceptedTokens>,
+}
+
+/// Default number of accepted tokens a [`JwksValidator`] remembers.
+const DEFAULT_TOKEN_CACHE: usize = 1024;
+
+/// What an accepted token needs checked again on reuse.
+struct Accepted {
+    claims: Map<String, Value>,
+    exp: u64,
+    nbf: Option<u64>,
+}
+
+/// Tokens a [`JwksValidator`] accepted, by SHA-256 of the token.
+struct AcceptedTokens {
+    capacity: usize,
+    tokens: std::sync::RwLock<std::collections::HashMap<[u8; 32], Accepted>>,
+}
+
+impl AcceptedTokens {
+    fn new(capacity: usize) -> Self {
+        AcceptedTokens {
+            capacity,
+            tokens: std::sync::RwLock::new(std::collections::HashMap::new()),
+        }
+    }
+
+    fn len(&self) -> usize {
+        self.tokens.read().map_or(0, |t| t.len())
+    }
+
+    /// The remembered token's claims and times, if any (a poisoned lock
+    /// reads as empty: the token is then validated in full).
+    fn get(&self, digest: &[u8; 32]) -> Option<(Map<String, Value>, u64, Option<u64>)> {
+        let tokens = self.tokens.read().ok()?;
+        tokens.get(digest).map(|a| (a.claims.clone(), a.exp, a.nbf))
+    }
+
+    /// Remembers an accepted token. When full, forgets the tokens that
+    /// expired (with `leeway`) and, if that is not enough, all of them.
+    fn insert(&self, digest: [u8; 32], accepted: Accepted, now: u64, leeway: u64) {
+        let Ok(mut tokens) = self.tokens.write() else {
+            return;
+        };
+        if tokens.len() >= self.capacity {
+            tokens.retain(|_, a| now <= a.exp.saturating_add(leeway));
+            if tokens.len() >= self.capacity {
+                tokens.clear();
+            }
+        }
+        tokens.insert(digest, accepted);
+    }
+}
+
+impl std::fmt::Debug for AcceptedTokens {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AcceptedTokens")
+            .field("capacity", &self.capacity)
+            .field("len", &self.len())
+            .finish()
+    }
 }
 
 #[derive(Debug, Clone)]
@@ -128,31 +201,70 @@ impl JwksValidator {
             issuer: None,
             audience: None,
             leeway: 60,
+            accepted: std::sync::Arc::new(AcceptedTokens::new(DEFAULT_TOKEN_CACHE)),
         })
     }
 
     /// Requires `iss` to equal `issuer`.
     pub fn issuer(mut self, issuer: &str) -> Self {
         self.issuer = Some(issuer.to_owned());
-        self
+        self.fresh_cache(None)
     }
 
     /// Requires `aud` to be (or contain) `audience`.
     pub fn audience(mut self, audience: &str) -> Self {
         self.audience = Some(audience.to_owned());
-        self
+        self.fresh_cache(None)
     }
 
     /// Clock leeway for `exp` / `nbf`, in seconds (default 60).
     pub fn leeway(mut self, secs: u64) -> Self {
         self.leeway = secs;
+        self.fresh_cache(None)
+    }
+
+    /// How many accepted tokens to remember (default 1024; `0` verifies
+    /// every token in full every time). See the type's documentation.
+    pub fn token_cache(self, capacity: usize) -> Self {
+        self.fresh_cache(Some(capacity))
+    }
+
+    /// How many accepted tokens are remembered now.
+    pub fn cached_tokens(&self) -> usize {
+        self.accepted.len()
+    }
+
+    /// An empty cache: remembered tokens were accepted under the old
+    /// settings (a clone shares its original's cache until then).
+    fn fresh_cache(mut self, capacity: Option<usize>) -> Self {
+        let capacity = capacity.unwrap_or(self.accepted.capacity);
+        self.accepted = std::sync::Arc::new(AcceptedTokens::new(capacity));
         self
+    }
+
+    /// `exp` (required) and `nbf` (optional) against `now`, with leeway.
+    fn check_times(&self, exp: u64, nbf: Option<u64>, now: u64) -> Result<(), VerifyError> {
+        let bad = |m: String| err(ErrorKind::InvalidAccessToken, m);
+        if now > exp.saturating_add(self.leeway) {
+            return Err(bad(format!("the access token expired {} s ago", now - exp)));
+        }
+        if nbf.is_some_and(|nbf| nbf > now.saturating_add(self.leeway)) {
+            return Err(bad("the access token is not valid yet (nbf)".into()));
+        }
+        Ok(())
     }
 }
 
 impl AccessTokenValidator for JwksValidator {
     fn validate(&self, token: &str, now: u64) -> Result<Map<String, Value>, VerifyError> {
         let bad = |m: String| err(ErrorKind::InvalidAccessToken, m);
+        // Oversized tokens are refused by the parser below, unhashed.
+        let digest = (self.accepted.capacity > 0 && token.len() <= super::jose::MAX_JWS_LEN)
+            .then(|| crate::crypto::sha256(token.as_bytes()));
+        if let Some((claims, exp, nbf)) = digest.as_ref().and_then(|d| self.accepted.get(d)) {
+            self.check_times(exp, nbf, now)?;
+            return Ok(claims);
+        }
         let jws = Jws::parse(token, &Algorithm::ALL)
             .map_err(|e| bad(format!("access token: {}", e.message())))?;
         let kid = jws.header.get("kid").and_then(Value::as_str);
@@ -182,17 +294,15 @@ impl AccessTokenValidator for JwksValidator {
         let exp = jws
             .numeric_date_claim("exp", false)
             .map_err(|e| bad(format!("access token: {}", e.message())))?;
-        if now > exp.saturating_add(self.leeway) {
-            return Err(bad(format!("the access token expired {} s ago", now - exp)));
-        }
-        if jws.claims.contains_key("nbf") {
-            let nbf = jws
-                .numeric_date_claim("nbf", true)
-                .map_err(|e| bad(format!("access token: {}", e.message())))?;
-            if nbf > now.saturating_add(self.leeway) {
-                return Err(bad("the access token is not valid yet (nbf)".into()));
-            }
-        }
+        let nbf = if jws.claims.contains_key("nbf") {
+            Some(
+                jws.numeric_date_claim("nbf", true)
+                    .map_err(|e| bad(format!("access token: {}", e.message())))?,
+            )
+        } else {
+            None
+        };
+        self.check_times(exp, nbf, now)?;
         if let Some(iss) = &self.issuer {
             if jws.claims.get("iss").and_then(Value::as_str) != Some(iss) {
                 return Err(bad(
@@ -209,6 +319,14 @@ impl AccessTokenValidator for JwksValidator {
             if !ok {
                 return Err(bad("the access token's audience is not this API".into()));
             }
+        }
+        if let Some(digest) = digest {
+            let accepted = Accepted {
+                claims: jws.claims.clone(),
+                exp,
+                nbf,
+            };
+            self.accepted.insert(digest, accepted, now, self.leeway);
         }
         Ok(jws.claims)
     }
@@ -323,6 +441,105 @@ pub(crate) fn certificate_thumbprint(cert_der: &[u8]) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::PopCryptoProvider;
+
+    /// A JWKS with `authority`'s key as `as`, and an ES256 JWT it signed.
+    fn jwks_and_token(authority: &crate::PopKey, claims: Value) -> (String, String) {
+        let mut jwk: Value = serde_json::from_str(authority.canonical_public_key_jwk()).unwrap();
+        jwk["kid"] = "as".into();
+        let input = format!(
+            "{}.{}",
+            crate::b64::encode(br#"{"alg":"ES256","kid":"as"}"#),
+            crate::b64::encode(claims.to_string().as_bytes())
+        );
+        let sig = authority.sign(input.as_bytes()).unwrap();
+        (
+            serde_json::json!({"keys": [jwk]}).to_string(),
+            format!("{input}.{}", crate::b64::encode(sig)),
+        )
+    }
+
+    #[test]
+    fn accepted_tokens_are_remembered_and_rechecked() {
+        let authority = crate::PopKey::open("mem:").unwrap();
+        let claims = serde_json::json!({"iss": "https://as", "aud": "api", "exp": 1_000, "nbf": 500, "sub": "s"});
+        let (jwks, token) = jwks_and_token(&authority, claims);
+        let v = JwksValidator::from_jwks(&jwks)
+            .unwrap()
+            .issuer("https://as")
+            .audience("api")
+            .leeway(0);
+        // Not valid yet: refused and not remembered.
+        assert!(v.validate(&token, 400).is_err());
+        assert_eq!(v.cached_tokens(), 0);
+        let first = v.validate(&token, 600).unwrap();
+        assert_eq!(v.cached_tokens(), 1);
+        // Reused: the same claims; times are checked again each time.
+        assert_eq!(v.validate(&token, 700).unwrap(), first);
+        let before = v.validate(&token, 499).unwrap_err();
+        assert_eq!(before.kind(), ErrorKind::InvalidAccessToken);
+        assert!(before.message().contains("not valid yet"));
+        let expired = v.validate(&token, 1_001).unwrap_err();
+        assert_eq!(expired.message(), "the access token expired 1 s ago");
+        // Another signature over the same claims is not the remembered token.
+        let (head, sig) = token.rsplit_once('.').unwrap();
+        let mut bytes = crate::b64::decode(sig).unwrap();
+        bytes[40] ^= 1;
+        let forged = format!("{head}.{}", crate::b64::encode(bytes));
+        assert!(v
+            .validate(&forged, 700)
+            .unwrap_err()
+            .message()
+            .contains("signature does not verify"));
+        assert_eq!(v.cached_tokens(), 1);
+    }
+
+    #[test]
+    fn other_settings_do_not_inherit_accepted_tokens() {
+        let authority = crate::PopKey::open("mem:").unwrap();
+        let claims = serde_json::json!({"iss": "https://as", "aud": "api", "exp": u32::MAX});
+        let (jwks, token) = jwks_and_token(&authority, claims);
+        let v = JwksValidator::from_jwks(&jwks).unwrap().audience("api");
+        v.validate(&token, 100).unwrap();
+        assert_eq!(v.cached_tokens(), 1);
+        // A clone set up for another API starts empty and refuses the token.
+        let other = v.clone().audience("other-api");
+        assert_eq!(other.cached_tokens(), 0);
+        assert!(other
+            .validate(&token, 100)
+            .unwrap_err()
+            .message()
+            .contains("audience"));
+        let other = v.clone().issuer("https://elsewhere");
+        assert!(other.validate(&token, 100).is_err());
+        // Off: nothing is remembered.
+        let off = v.clone().token_cache(0);
+        off.validate(&token, 100).unwrap();
+        assert_eq!(off.cached_tokens(), 0);
+    }
+
+    #[test]
+    fn the_token_cache_is_bounded() {
+        let authority = crate::PopKey::open("mem:").unwrap();
+        let (jwks, _) = jwks_and_token(&authority, serde_json::json!({}));
+        let v = JwksValidator::from_jwks(&jwks)
+            .unwrap()
+            .leeway(0)
+            .token_cache(3);
+        let token = |n: u32, exp: u64| {
+            jwks_and_token(&authority, serde_json::json!({"exp": exp, "n": n})).1
+        };
+        for (n, exp) in [(0, 150), (1, 10_000), (2, 10_000)] {
+            v.validate(&token(n, exp), 100).unwrap();
+        }
+        assert_eq!(v.cached_tokens(), 3);
+        // Full: the token that expired by now is forgotten first…
+        v.validate(&token(3, 10_000), 200).unwrap();
+        assert_eq!(v.cached_tokens(), 3);
+        // …and when none has expired, all are.
+        v.validate(&token(4, 10_000), 200).unwrap();
+        assert_eq!(v.cached_tokens(), 1);
+    }
 
     #[test]
     fn certificate_binding() {
