@@ -97,22 +97,40 @@ impl<'a> Jws<'a> {
                 ),
             ));
         }
-        let mut parts = compact.split('.');
-        let (h, p, s) = match (parts.next(), parts.next(), parts.next(), parts.next()) {
-            (Some(h), Some(p), Some(s), None) => (h, p, s),
-            _ => {
-                return Err(err(
-                    ErrorKind::Malformed,
-                    "not a compact JWS: expected three base64url parts separated by dots",
-                ))
-            }
+        // The header and the signature are short: find their dots from
+        // either end instead of scanning the (long) payload; a dot inside
+        // the payload fails its base64 decoding, and is reported as the
+        // wrong number of parts.
+        let not_compact = || {
+            err(
+                ErrorKind::Malformed,
+                "not a compact JWS: expected three base64url parts separated by dots",
+            )
         };
+        let (h, p, s) = match (compact.find('.'), compact.rfind('.')) {
+            (Some(first), Some(last)) if first < last => (
+                &compact[..first],
+                &compact[first + 1..last],
+                &compact[last + 1..],
+            ),
+            _ => return Err(not_compact()),
+        };
+        let too_many_parts = || p.contains('.');
         if h.is_empty() || p.is_empty() || s.is_empty() {
-            return Err(err(ErrorKind::Malformed, "a JWS part is empty"));
+            return Err(if too_many_parts() {
+                not_compact()
+            } else {
+                err(ErrorKind::Malformed, "a JWS part is empty")
+            });
         }
         let decode = |part: &str, what: &str, out: &mut Vec<u8>| {
-            crate::b64::decode_into(part, out)
-                .map_err(|e| err(ErrorKind::Malformed, format!("{what}: {e}")))
+            crate::b64::decode_into(part, out).map_err(|e| {
+                if too_many_parts() {
+                    not_compact()
+                } else {
+                    err(ErrorKind::Malformed, format!("{what}: {e}"))
+                }
+            })
         };
         let mut header_bytes = Scratch::take();
         let mut payload = Scratch::take();

@@ -131,10 +131,10 @@ pub struct MemoryReplayCache {
 
 #[derive(Default)]
 struct Shard {
-    /// id -> expiry (Unix seconds).
-    entries: HashMap<String, u64>,
+    /// id -> expiry (Unix seconds). Both maps share one allocation per id.
+    entries: HashMap<std::sync::Arc<str>, u64>,
     /// expiry second -> ids recorded with that expiry.
-    wheel: HashMap<u64, Vec<String>>,
+    wheel: HashMap<u64, Vec<std::sync::Arc<str>>>,
     /// Every wheel slot before this second has been swept.
     swept_to: u64,
     /// Entries and slots examined while sweeping (for work-bound tests).
@@ -231,30 +231,29 @@ impl ReplayStore for MemoryReplayCache {
             )
         })?;
         shard.sweep(now);
-        if let Some(&exp) = shard.entries.get(id) {
-            if exp >= now {
+        let known = match shard.entries.get_key_value(id) {
+            Some((_, &exp)) if exp >= now => {
                 return Err(err(
                     ErrorKind::Replay,
                     "this proof was already used; send a fresh one",
-                ));
+                ))
             }
-        }
+            Some((k, _)) => Some(k.clone()),
+            None => None,
+        };
         if expires_at < now {
             // Already expired: nothing to remember.
             return Ok(());
         }
-        if shard.entries.len() >= self.per_shard && !shard.entries.contains_key(id) {
+        if known.is_none() && shard.entries.len() >= self.per_shard {
             return Err(err(
                 ErrorKind::ReplayStoreUnavailable,
                 "the replay cache is full of unexpired proofs; refusing rather than forgetting",
             ));
         }
-        shard.entries.insert(id.to_owned(), expires_at);
-        shard
-            .wheel
-            .entry(expires_at)
-            .or_default()
-            .push(id.to_owned());
+        let id: std::sync::Arc<str> = known.unwrap_or_else(|| id.into());
+        shard.entries.insert(id.clone(), expires_at);
+        shard.wheel.entry(expires_at).or_default().push(id);
         Ok(())
     }
 }
