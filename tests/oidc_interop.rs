@@ -306,11 +306,12 @@ fn opaque_dpop_token_verified_through_introspection() {
         error(verify_for(&proof(&uri), &at, &secret_file, "urn:other:api")),
         "invalid_access_token"
     );
-    // The wrong client secret: the server refuses to introspect.
+    // The wrong client secret: the server refuses to introspect, so the
+    // token cannot be checked (not: the token is bad).
     let wrong = dir.path().join("wrong");
     std::fs::write(&wrong, "nope").unwrap();
     assert_eq!(
         error(verify(&proof(&uri), &at, &wrong)),
-        "invalid_access_token"
+        "token_validation_unavailable"
     );
 }

@@ -860,7 +860,7 @@ async fn oidc_provider_opaque_tokens_through_discovered_introspection() {
     let jwks = dir.path().join("jwks.json");
     std::fs::write(&jwks, json!({"keys": [jwk]}).to_string()).unwrap();
     let secret = "resource server secret";
-    let (_node, info) = start_oidc(
+    let (node, info) = start_oidc(
         &jwks,
         &[
             ("POPKEY_OIDC_OPAQUE", "1"),
@@ -871,9 +871,11 @@ async fn oidc_provider_opaque_tokens_through_discovered_introspection() {
     let token = oidc_token(info["token_endpoint"].as_str().unwrap(), &key_uri);
     assert!(!token.contains('.'), "an opaque token");
     let http = http();
+    // A refused client secret: the token cannot be checked, 503 (the
+    // client keeps its token and retries), not 401.
     for (id, secret, status) in [
         ("popkey-rs", secret, 200),
-        ("popkey-rs", "wrong secret", 401),
+        ("popkey-rs", "wrong secret", 503),
     ] {
         let issuer = Arc::new(
             Issuer::builder(issuer_url)
@@ -901,6 +903,9 @@ async fn oidc_provider_opaque_tokens_through_discovered_introspection() {
         assert_eq!(resp.status(), status, "{:?}", challenge(&resp));
         if status == 200 {
             assert_eq!(resp.json::<Value>().await.unwrap()["jkt"], client.kid());
+        } else {
+            assert_eq!(resp.headers()["retry-after"], "1");
+            continue;
         }
         // Another key's proof for the same token: the answer's cnf.jkt names ours.
         let other = PopKey::open("mem:").unwrap();
@@ -934,6 +939,44 @@ async fn oidc_provider_opaque_tokens_through_discovered_introspection() {
     let resp = rb.send().await.unwrap();
     assert_eq!(resp.status(), 401);
     assert!(challenge(&resp)[0].contains("invalid_access_token"));
+
+    // The authority goes away: a token the API has not seen yet cannot be
+    // introspected, 503 with Retry-After (fail closed, the token not blamed).
+    let issuer = Arc::new(
+        Issuer::builder(issuer_url)
+            .audience("urn:popkey:api")
+            .introspection("popkey-rs", secret)
+            .build()
+            .unwrap(),
+    );
+    let addr = serve(protected(
+        ResourceServer::for_issuer(issuer).build().unwrap(),
+    ))
+    .await;
+    let url = format!("http://{addr}/items");
+    let send = |token: &str| {
+        dpop_request(
+            &http,
+            reqwest::Method::GET,
+            &url,
+            &url,
+            &client,
+            token,
+            None,
+        )
+        .0
+        .send()
+    };
+    assert_eq!(send(&token).await.unwrap().status(), 200);
+    let unseen = oidc_token(info["token_endpoint"].as_str().unwrap(), &key_uri);
+    drop(node);
+    let resp = send(&unseen).await.unwrap();
+    assert_eq!(resp.status(), 503);
+    assert_eq!(resp.headers()["retry-after"], "1");
+    assert!(resp.headers().get("www-authenticate").is_none());
+    // The token introspected before the outage is still served from the
+    // answer cache.
+    assert_eq!(send(&token).await.unwrap().status(), 200);
 }
 
 // ---------------------------------------------------------------------------

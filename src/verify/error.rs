@@ -52,6 +52,11 @@ pub enum ErrorKind {
     /// The access token itself failed validation (signature, issuer,
     /// audience, expiry).
     InvalidAccessToken,
+    /// The access token could not be checked now: the service its validator
+    /// asks (the token-introspection endpoint) is unreachable, failing or
+    /// refusing this server (503; fails closed; nothing is known to be wrong
+    /// with the token, so the client should not discard it).
+    TokenValidationUnavailable,
     /// Zero or several `DPoP` headers.
     HeaderCount,
     /// A certificate-bound (RFC 8705) token came without a client
@@ -86,6 +91,7 @@ impl ErrorKind {
             ErrorKind::AccessTokenHashMismatch => "access_token_hash_mismatch",
             ErrorKind::KeyNotBound => "key_not_bound",
             ErrorKind::InvalidAccessToken => "invalid_access_token",
+            ErrorKind::TokenValidationUnavailable => "token_validation_unavailable",
             ErrorKind::HeaderCount => "header_count",
             ErrorKind::ClientCertificateMissing => "client_certificate_missing",
             ErrorKind::ClientCertificateMalformed => "client_certificate_malformed",
@@ -93,13 +99,13 @@ impl ErrorKind {
     }
 
     /// The HTTP status to answer with: 503 (Service Unavailable) when the
-    /// replay store cannot record the proof (the client may retry the same
-    /// request later with a fresh proof; nothing is wrong with it), 401
-    /// otherwise (with the challenge from [`dpop_challenge`] or
+    /// replay store cannot record the proof or the access token cannot be
+    /// checked now (the client may retry the same request later with a
+    /// fresh proof; nothing is wrong with it), 401 otherwise (with the challenge from [`dpop_challenge`] or
     /// [`pop_challenge`]).
     pub fn http_status(self) -> u16 {
         match self {
-            ErrorKind::ReplayStoreUnavailable => 503,
+            ErrorKind::ReplayStoreUnavailable | ErrorKind::TokenValidationUnavailable => 503,
             _ => 401,
         }
     }
@@ -214,6 +220,7 @@ mod tests {
         assert!(dpop_challenge(&e, &[]).starts_with(r#"DPoP error="invalid_dpop_proof""#));
         assert_eq!(e.kind().http_status(), 401);
         assert_eq!(ErrorKind::ReplayStoreUnavailable.http_status(), 503);
+        assert_eq!(ErrorKind::TokenValidationUnavailable.http_status(), 503);
         assert_eq!(pop_challenge(Some("n1"), None), r#"PoP nonce="n1""#);
         assert_eq!(pop_challenge(None, None), "PoP");
         let e = VerifyError::new(

@@ -155,9 +155,11 @@ impl IntrospectionValidator {
     /// Asks the endpoint about `token` (no cache, no checks): the answer's
     /// members as the server sent them.
     pub fn introspect(&self, token: &str) -> Result<Map<String, Value>, VerifyError> {
+        // The endpoint could not say whether the token is good: 503, not
+        // 401, so the client keeps its token and retries.
         let unavailable = |m: String| {
             err(
-                ErrorKind::InvalidAccessToken,
+                ErrorKind::TokenValidationUnavailable,
                 format!("token introspection failed: {m}"),
             )
         };
