@@ -18,6 +18,8 @@ pub struct RawKey {
 pub type SignFn = Box<dyn Fn(&[u8]) -> Vec<u8>>;
 /// Checks a signature over a message.
 pub type VerifyFn = Box<dyn Fn(&[u8], &[u8]) -> bool>;
+/// A [`VerifyFn`] that threads can share.
+pub type SharedVerifyFn = Box<dyn Fn(&[u8], &[u8]) -> bool + Send + Sync>;
 
 /// One key per library compiled in, for `alg`.
 pub fn keys(alg: Algorithm) -> Vec<RawKey> {
@@ -126,5 +128,31 @@ fn rust_crypto(alg: Algorithm) -> RawKey {
                 }
             }
         }
+    }
+}
+
+/// An ES256 verifier for an existing key (`point`: the uncompressed SEC1
+/// point, `04‖x‖y`), in the default provider's library: aws-lc-rs, or the
+/// RustCrypto `p256` crate on the pure-Rust build. Parses the key on every
+/// call, as `keys` does.
+pub fn es256_verifier(point: Vec<u8>) -> SharedVerifyFn {
+    #[cfg(feature = "aws-lc-rs")]
+    {
+        use aws_lc_rs::signature::{UnparsedPublicKey, ECDSA_P256_SHA256_FIXED};
+        Box::new(move |m, s| {
+            UnparsedPublicKey::new(&ECDSA_P256_SHA256_FIXED, &point)
+                .verify(m, s)
+                .is_ok()
+        })
+    }
+    #[cfg(not(feature = "aws-lc-rs"))]
+    {
+        use p256::ecdsa::{signature::Verifier, Signature, VerifyingKey};
+        Box::new(move |m, s| {
+            let Ok(key) = VerifyingKey::from_sec1_bytes(&point) else {
+                return false;
+            };
+            Signature::from_slice(s).is_ok_and(|sig| key.verify(m, &sig).is_ok())
+        })
     }
 }
