@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 use serde_json::{Map, Value};
 
 use crate::verify::introspect::IntrospectionValidator;
-use crate::verify::token::{AccessTokenValidator, JwksValidator};
+use crate::verify::token::{AccessTokenValidator, HashedToken, JwksValidator};
 use crate::verify::{ErrorKind, VerifyError};
 
 /// Largest discovery document or JWKS read.
@@ -524,6 +524,20 @@ impl AccessTokenValidator for Issuer {
                 ErrorKind::InvalidAccessToken,
                 "the issuer's keys are not loaded",
             )),
+        }
+    }
+
+    fn validate_hashed(
+        &self,
+        token: &HashedToken<'_>,
+        now: u64,
+    ) -> Result<Map<String, Value>, VerifyError> {
+        if jwt_header(token.token()).is_none() {
+            return self.validate(token.token(), now);
+        }
+        match &self.current().validator {
+            Some(v) => v.validate_hashed(token, now),
+            None => self.validate(token.token(), now),
         }
     }
 }

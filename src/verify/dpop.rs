@@ -7,7 +7,7 @@ use serde_json::{Map, Value};
 use super::jose::{check_optional_members, check_time, embedded_key, typ_is, Jws};
 use super::replay::ReplayRecord;
 use super::request::normalize_path;
-use super::token::{check_binding, AccessTokenValidator, Binding};
+use super::token::{check_binding, AccessTokenValidator, Binding, HashedToken};
 use super::{common_builders, err, Common, ErrorKind, Request, VerifyError};
 use crate::text::clip;
 
@@ -184,13 +184,15 @@ impl DpopVerifier {
         let mut token_claims = None;
         match (access_token, ath) {
             (Some(token), Some(ath)) => {
-                if ath != crate::dpop::ath(token) {
+                // One SHA-256 of the token serves `ath` and the validator.
+                let hashed = HashedToken::new(token);
+                if ath != crate::b64::encode(hashed.sha256()) {
                     return Err(err(
                         ErrorKind::AccessTokenHashMismatch,
                         "`ath` is not the hash of the presented access token",
                     ));
                 }
-                let claims = self.common.validator.validate(token, now)?;
+                let claims = self.common.validator.validate_hashed(&hashed, now)?;
                 check_binding(&claims, key.thumbprint(), Binding::Dpop)?;
                 token_claims = Some(claims);
             }

@@ -18,11 +18,60 @@ pub trait AccessTokenValidator: Send + Sync {
     /// Failures should use [`ErrorKind::InvalidAccessToken`].
     fn validate(&self, token: &str, now: u64) -> Result<Map<String, Value>, VerifyError>;
 
+    /// [`AccessTokenValidator::validate`] for a token whose SHA-256 the
+    /// caller already computed (the DPoP verifier does, for `ath`), so a
+    /// validator that remembers tokens by that hash need not compute it
+    /// again. The default ignores the hash.
+    fn validate_hashed(
+        &self,
+        token: &HashedToken<'_>,
+        now: u64,
+    ) -> Result<Map<String, Value>, VerifyError> {
+        self.validate(token.token(), now)
+    }
+
     /// Whether [`AccessTokenValidator::validate`] checks the token's
     /// signature. Reported next to every verification result, so nobody
     /// mistakes a decoded token for a validated one.
     fn checks_signature(&self) -> bool {
         true
+    }
+}
+
+/// An access token with its SHA-256, computed once by [`HashedToken::new`]
+/// (so the two always belong together).
+#[derive(Clone, Copy)]
+pub struct HashedToken<'a> {
+    token: &'a str,
+    sha256: [u8; 32],
+}
+
+impl<'a> HashedToken<'a> {
+    /// Hashes `token`.
+    pub fn new(token: &'a str) -> Self {
+        HashedToken {
+            token,
+            sha256: crate::crypto::sha256(token.as_bytes()),
+        }
+    }
+
+    /// The token.
+    pub fn token(&self) -> &'a str {
+        self.token
+    }
+
+    /// Its SHA-256.
+    pub fn sha256(&self) -> &[u8; 32] {
+        &self.sha256
+    }
+}
+
+impl std::fmt::Debug for HashedToken<'_> {
+    /// The token is a credential: only its length is shown.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("HashedToken")
+            .field("len", &self.token.len())
+            .finish_non_exhaustive()
     }
 }
 
@@ -34,24 +83,92 @@ pub struct DecodeOnly;
 
 impl AccessTokenValidator for DecodeOnly {
     fn validate(&self, token: &str, _now: u64) -> Result<Map<String, Value>, VerifyError> {
-        let bad = |m: String| err(ErrorKind::InvalidAccessToken, format!("access token: {m}"));
-        if token.len() > super::jose::MAX_JWS_LEN {
-            return Err(bad("too large".into()));
-        }
-        let mut parts = token.split('.');
-        let payload = match (parts.next(), parts.next(), parts.next(), parts.next()) {
-            (Some(_), Some(p), Some(_), None) => p,
-            _ => return Err(bad("not a JWT (three dot-separated parts)".into())),
-        };
-        let mut bytes = crate::b64::scratch::Scratch::take();
-        crate::b64::decode_into(payload, &mut bytes).map_err(bad)?;
-        let text = std::str::from_utf8(&bytes).map_err(|_| bad("payload is not UTF-8".into()))?;
-        crate::json::parse_object(text).map_err(bad)
+        decode_claims(token)
+    }
+
+    /// Decoding is a pure function of the token, so recently decoded
+    /// tokens' claims are reused (a small process-wide memo by SHA-256;
+    /// failures are never kept).
+    fn validate_hashed(
+        &self,
+        token: &HashedToken<'_>,
+        _now: u64,
+    ) -> Result<Map<String, Value>, VerifyError> {
+        decoded::get_or_decode(token)
     }
 
     fn checks_signature(&self) -> bool {
         false
     }
+}
+
+/// Recently decoded tokens for [`DecodeOnly`], bounded in count and size.
+mod decoded {
+    use std::collections::HashMap;
+    use std::sync::{Mutex, OnceLock};
+
+    use serde_json::{Map, Value};
+
+    use super::{decode_claims, HashedToken, VerifyError};
+
+    /// Tokens kept at most; longer tokens are decoded every time.
+    const MAX_TOKENS: usize = 128;
+    const MAX_TOKEN_LEN: usize = 8 * 1024;
+
+    type Memo = Mutex<HashMap<[u8; 32], Map<String, Value>>>;
+
+    fn memo() -> &'static Memo {
+        static MEMO: OnceLock<Memo> = OnceLock::new();
+        MEMO.get_or_init(Memo::default)
+    }
+
+    pub(super) fn get_or_decode(
+        token: &HashedToken<'_>,
+    ) -> Result<Map<String, Value>, VerifyError> {
+        if token.token().len() > MAX_TOKEN_LEN {
+            return decode_claims(token.token());
+        }
+        if let Some(claims) = memo()
+            .lock()
+            .ok()
+            .and_then(|m| m.get(token.sha256()).cloned())
+        {
+            return Ok(claims);
+        }
+        let claims = decode_claims(token.token())?;
+        if let Ok(mut m) = memo().lock() {
+            if m.len() >= MAX_TOKENS {
+                m.clear();
+            }
+            m.insert(*token.sha256(), claims.clone());
+        }
+        Ok(claims)
+    }
+}
+
+/// A JWT's payload claims, unverified.
+fn decode_claims(token: &str) -> Result<Map<String, Value>, VerifyError> {
+    let bad = |m: String| err(ErrorKind::InvalidAccessToken, format!("access token: {m}"));
+    if token.len() > super::jose::MAX_JWS_LEN {
+        return Err(bad("too large".into()));
+    }
+    // The payload lies between the first and the last dot; a dot inside it
+    // fails its base64 decoding and is reported as the wrong shape.
+    let shape = || bad("not a JWT (three dot-separated parts)".into());
+    let payload = match (token.find('.'), token.rfind('.')) {
+        (Some(first), Some(last)) if first < last => &token[first + 1..last],
+        _ => return Err(shape()),
+    };
+    let mut bytes = crate::b64::scratch::Scratch::take();
+    crate::b64::decode_into(payload, &mut bytes).map_err(|e| {
+        if payload.contains('.') {
+            shape()
+        } else {
+            bad(e)
+        }
+    })?;
+    let text = std::str::from_utf8(&bytes).map_err(|_| bad("payload is not UTF-8".into()))?;
+    crate::json::parse_object(text).map_err(bad)
 }
 
 /// Validates JWT access tokens against a JWKS: signature by one of its keys
@@ -257,10 +374,31 @@ impl JwksValidator {
 
 impl AccessTokenValidator for JwksValidator {
     fn validate(&self, token: &str, now: u64) -> Result<Map<String, Value>, VerifyError> {
-        let bad = |m: String| err(ErrorKind::InvalidAccessToken, m);
-        // Oversized tokens are refused by the parser below, unhashed.
+        // Oversized tokens are refused by the parser, unhashed.
         let digest = (self.accepted.capacity > 0 && token.len() <= super::jose::MAX_JWS_LEN)
             .then(|| crate::crypto::sha256(token.as_bytes()));
+        self.validate_with(token, digest, now)
+    }
+
+    fn validate_hashed(
+        &self,
+        token: &HashedToken<'_>,
+        now: u64,
+    ) -> Result<Map<String, Value>, VerifyError> {
+        let digest = (self.accepted.capacity > 0).then(|| *token.sha256());
+        self.validate_with(token.token(), digest, now)
+    }
+}
+
+impl JwksValidator {
+    /// Validates `token`; `digest` (its SHA-256) when the cache is on.
+    fn validate_with(
+        &self,
+        token: &str,
+        digest: Option<[u8; 32]>,
+        now: u64,
+    ) -> Result<Map<String, Value>, VerifyError> {
+        let bad = |m: String| err(ErrorKind::InvalidAccessToken, m);
         if let Some((claims, exp, nbf)) = digest.as_ref().and_then(|d| self.accepted.get(d)) {
             self.check_times(exp, nbf, now)?;
             return Ok(claims);
@@ -516,6 +654,48 @@ mod tests {
         let off = v.clone().token_cache(0);
         off.validate(&token, 100).unwrap();
         assert_eq!(off.cached_tokens(), 0);
+    }
+
+    #[test]
+    fn hashed_tokens_give_the_same_answers() {
+        let authority = crate::PopKey::open("mem:").unwrap();
+        let (jwks, token) = jwks_and_token(
+            &authority,
+            serde_json::json!({"exp": 1_000, "sub": "hashed"}),
+        );
+        // DecodeOnly: the memo answers as decoding does, every time.
+        let plain = DecodeOnly.validate(&token, 0).unwrap();
+        for _ in 0..2 {
+            assert_eq!(
+                DecodeOnly
+                    .validate_hashed(&HashedToken::new(&token), 0)
+                    .unwrap(),
+                plain
+            );
+        }
+        for bad in ["a.b", "a.!!!.c", "a.b.c.d", "e30.e30"] {
+            let want = DecodeOnly.validate(bad, 0).unwrap_err();
+            for _ in 0..2 {
+                assert_eq!(
+                    DecodeOnly
+                        .validate_hashed(&HashedToken::new(bad), 0)
+                        .unwrap_err(),
+                    want
+                );
+            }
+        }
+        // JwksValidator: the hash the verifier computed keys the cache.
+        let v = JwksValidator::from_jwks(&jwks).unwrap();
+        let hashed = HashedToken::new(&token);
+        assert_eq!(v.validate_hashed(&hashed, 100).unwrap(), plain);
+        assert_eq!(v.cached_tokens(), 1);
+        assert_eq!(v.validate(&token, 100).unwrap(), plain);
+        assert_eq!(v.cached_tokens(), 1);
+        assert_eq!(
+            v.validate_hashed(&hashed, 2_000).unwrap_err().kind(),
+            ErrorKind::InvalidAccessToken
+        );
+        assert!(!format!("{hashed:?}").contains(&token[..20]));
     }
 
     #[test]
