@@ -67,8 +67,7 @@ struct Setup {
 
 fn sec1_point(key: &PopKey) -> Vec<u8> {
     use base64::Engine;
-    let jwk: serde_json::Value =
-        serde_json::from_str(key.canonical_public_key_jwk()).expect("jwk");
+    let jwk: serde_json::Value = serde_json::from_str(key.canonical_public_key_jwk()).expect("jwk");
     let coord = |c: &str| {
         base64::engine::general_purpose::URL_SAFE_NO_PAD
             .decode(jwk[c].as_str().expect("coordinate"))
