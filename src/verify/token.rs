@@ -201,7 +201,7 @@ fn decode_claims(token: &str) -> Result<Map<String, Value>, VerifyError> {
 /// this validator's keys and settings (changing the settings with a
 /// builder method starts an empty cache). Failures are never remembered.
 /// The cache holds at most [`JwksValidator::token_cache`] tokens (default
-/// 1024); an [`Issuer`](crate::server::Issuer) starts a new one whenever it
+/// 1024); a `server::Issuer` starts a new one whenever it
 /// fetches the issuer's keys again.
 #[derive(Debug, Clone)]
 pub struct JwksValidator {
