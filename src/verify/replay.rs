@@ -103,8 +103,11 @@ const SHARDS: usize = 16;
 /// out, or [`ReplayStore`] over a shared store when several instances
 /// verify proofs.
 ///
-/// * The shard of an id is chosen with a hash keyed by a random secret made
-///   when the cache is created, so nobody outside can aim proofs at one shard.
+/// * Ids are held as 128-bit fingerprints keyed by random secrets made when
+///   the cache is created (two SipHash keys), which also choose the shard,
+///   so nobody outside can aim proofs at one shard or one bucket. Two ids
+///   sharing a fingerprint (odds about n²/2¹²⁹ for n entries) would only
+///   make the second be refused as a replay: the cache fails closed.
 /// * Entries are dropped when they expire (an expiry wheel swept as the clock
 ///   moves), so expired entries never take the room of new ones; an insert
 ///   costs O(1) amortised (each entry is dropped once; the sweep walks at
@@ -125,16 +128,44 @@ const SHARDS: usize = 16;
 pub struct MemoryReplayCache {
     shards: Vec<Mutex<Shard>>,
     per_shard: usize,
-    /// Keyed with random secrets (per cache) that never leave the process.
-    shard_hasher: RandomState,
+    /// Keyed with random secrets (per cache) that never leave the process:
+    /// the two halves of an id's fingerprint.
+    keys: (RandomState, RandomState),
 }
+
+/// An id's keyed 128-bit fingerprint.
+type Fingerprint = u128;
+
+/// Hashes a [`Fingerprint`] map: the fingerprint is already a keyed random
+/// value, so its bits are used as they are.
+#[derive(Clone, Copy, Default)]
+struct FingerprintHasher(u64);
+
+impl std::hash::Hasher for FingerprintHasher {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+
+    fn write(&mut self, bytes: &[u8]) {
+        // Only u128 keys are hashed here (`write_u128`); fold anything else.
+        for b in bytes {
+            self.0 = self.0.rotate_left(8) ^ u64::from(*b);
+        }
+    }
+
+    fn write_u128(&mut self, v: u128) {
+        self.0 = (v as u64) ^ ((v >> 64) as u64);
+    }
+}
+
+type FingerprintMap<V> = HashMap<Fingerprint, V, std::hash::BuildHasherDefault<FingerprintHasher>>;
 
 #[derive(Default)]
 struct Shard {
-    /// id -> expiry (Unix seconds). Both maps share one allocation per id.
-    entries: HashMap<std::sync::Arc<str>, u64>,
-    /// expiry second -> ids recorded with that expiry.
-    wheel: HashMap<u64, Vec<std::sync::Arc<str>>>,
+    /// id fingerprint -> expiry (Unix seconds).
+    entries: FingerprintMap<u64>,
+    /// expiry second -> fingerprints recorded with that expiry.
+    wheel: HashMap<u64, Vec<Fingerprint>>,
     /// Every wheel slot before this second has been swept.
     swept_to: u64,
     /// Entries and slots examined while sweeping (for work-bound tests).
@@ -185,8 +216,12 @@ impl MemoryReplayCache {
         MemoryReplayCache {
             shards: (0..SHARDS).map(|_| Mutex::new(Shard::default())).collect(),
             per_shard: capacity.div_ceil(SHARDS).max(1),
-            shard_hasher: RandomState::new(),
+            keys: (RandomState::new(), RandomState::new()),
         }
+    }
+
+    fn fingerprint(&self, id: &str) -> Fingerprint {
+        (u128::from(self.keys.0.hash_one(id)) << 64) | u128::from(self.keys.1.hash_one(id))
     }
 
     /// Entries currently held (expired ones included until swept).
@@ -202,8 +237,9 @@ impl MemoryReplayCache {
         self.len() == 0
     }
 
+    #[cfg(test)]
     fn shard_index(&self, id: &str) -> usize {
-        (self.shard_hasher.hash_one(id) % SHARDS as u64) as usize
+        shard_of(self.fingerprint(id))
     }
 
     /// Entries and wheel slots examined so far, all shards together.
@@ -216,6 +252,12 @@ impl MemoryReplayCache {
     }
 }
 
+/// The shard of a fingerprint: its top bits (the bucket within the shard
+/// comes from all of them).
+fn shard_of(fp: Fingerprint) -> usize {
+    (fp >> 124) as usize % SHARDS
+}
+
 impl Default for MemoryReplayCache {
     fn default() -> Self {
         MemoryReplayCache::new(1 << 20)
@@ -224,36 +266,36 @@ impl Default for MemoryReplayCache {
 
 impl ReplayStore for MemoryReplayCache {
     fn check_and_record(&self, id: &str, expires_at: u64, now: u64) -> Result<(), VerifyError> {
-        let mut shard = self.shards[self.shard_index(id)].lock().map_err(|_| {
+        let fp = self.fingerprint(id);
+        let mut shard = self.shards[shard_of(fp)].lock().map_err(|_| {
             err(
                 ErrorKind::ReplayStoreUnavailable,
                 "replay cache lock poisoned",
             )
         })?;
         shard.sweep(now);
-        let known = match shard.entries.get_key_value(id) {
-            Some((_, &exp)) if exp >= now => {
+        let known = match shard.entries.get(&fp) {
+            Some(&exp) if exp >= now => {
                 return Err(err(
                     ErrorKind::Replay,
                     "this proof was already used; send a fresh one",
                 ))
             }
-            Some((k, _)) => Some(k.clone()),
-            None => None,
+            Some(_) => true,
+            None => false,
         };
         if expires_at < now {
             // Already expired: nothing to remember.
             return Ok(());
         }
-        if known.is_none() && shard.entries.len() >= self.per_shard {
+        if !known && shard.entries.len() >= self.per_shard {
             return Err(err(
                 ErrorKind::ReplayStoreUnavailable,
                 "the replay cache is full of unexpired proofs; refusing rather than forgetting",
             ));
         }
-        let id: std::sync::Arc<str> = known.unwrap_or_else(|| id.into());
-        shard.entries.insert(id.clone(), expires_at);
-        shard.wheel.entry(expires_at).or_default().push(id);
+        shard.entries.insert(fp, expires_at);
+        shard.wheel.entry(expires_at).or_default().push(fp);
         Ok(())
     }
 }

@@ -6,7 +6,7 @@ use serde_json::{Map, Value};
 
 use super::jose::{check_optional_members, check_time, embedded_key, typ_is, Jws};
 use super::replay::ReplayRecord;
-use super::token::{check_binding, AccessTokenValidator, Binding};
+use super::token::{check_binding, AccessTokenValidator, Binding, HashedToken};
 use super::{common_builders, err, Common, ErrorKind, Request, VerifyError};
 use crate::text::clip;
 
@@ -202,7 +202,10 @@ impl ShrVerifier {
             .nonce
             .check(jws.opt_str_claim("nonce")?, now, true)?;
 
-        let token_claims = self.common.validator.validate(at, now)?;
+        let token_claims = self
+            .common
+            .validator
+            .validate_hashed(&HashedToken::new(at), now)?;
         check_binding(&token_claims, key.thumbprint(), Binding::Pop)?;
 
         // Replay, last (by the caller).
