@@ -131,6 +131,8 @@ pub mod client;
 mod crypto;
 pub mod dpop;
 mod error;
+#[cfg(feature = "client")]
+mod executor;
 mod global;
 mod http;
 mod json;

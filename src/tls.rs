@@ -138,7 +138,7 @@ impl SigningKey for PopKeySigningKey {
 
 impl TlsSigner for PopKeySigningKey {
     fn sign(&self, message: &[u8]) -> std::result::Result<Vec<u8>, rustls::Error> {
-        let raw = sign_off_executor(|| self.key.sign(message)).map_err(|e| {
+        let raw = crate::executor::off_executor(|| self.key.sign(message)).map_err(|e| {
             rustls::Error::General(format!("popkey {} could not sign: {e}", self.key.uri()))
         })?;
         self.signatures.fetch_add(1, Ordering::Relaxed);
@@ -157,17 +157,6 @@ impl TlsSigner for PopKeySigningKey {
 
     fn scheme(&self) -> SignatureScheme {
         self.scheme
-    }
-}
-
-/// Runs a synchronous signature without stalling a multi-thread tokio
-/// runtime (see the module docs).
-fn sign_off_executor<T>(f: impl FnOnce() -> T) -> T {
-    match tokio::runtime::Handle::try_current() {
-        Ok(h) if h.runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread => {
-            tokio::task::block_in_place(f)
-        }
-        _ => f(),
     }
 }
 

@@ -1063,3 +1063,104 @@ async fn load_sixteen_clients_no_errors_every_replay_refused() {
     assert_eq!(replays_refused.load(Ordering::Relaxed), replays);
     assert_eq!(passed.load(Ordering::Relaxed), total - replays);
 }
+
+/// A slow introspection endpoint does not hold a tokio worker: on a
+/// one-worker runtime a heartbeat keeps ticking while `validate` waits for
+/// oidc-provider's answer (delayed 300 ms by a forwarding proxy).
+#[tokio::test(flavor = "multi_thread", worker_threads = 1)]
+async fn slow_introspection_does_not_hold_the_worker() {
+    use popkey::verify::introspect::IntrospectionValidator;
+    use popkey::verify::token::AccessTokenValidator;
+    let dir = tempfile::tempdir().unwrap();
+    let key_uri = format!("file:{}", dir.path().join("client.pem").display());
+    let client = PopKey::create(&key_uri, &popkey::CreateOptions::default()).unwrap();
+    let mut jwk: Value = serde_json::from_str(client.canonical_public_key_jwk()).unwrap();
+    jwk["kid"] = client.kid().into();
+    let jwks = dir.path().join("jwks.json");
+    std::fs::write(&jwks, json!({"keys": [jwk]}).to_string()).unwrap();
+    let secret = "resource server secret";
+    let (_node, info) = start_oidc(
+        &jwks,
+        &[
+            ("POPKEY_OIDC_OPAQUE", "1"),
+            ("POPKEY_OIDC_RS_SECRET", secret),
+        ],
+    );
+    let token = oidc_token(info["token_endpoint"].as_str().unwrap(), &key_uri);
+    let endpoint = info["introspection_endpoint"].as_str().unwrap().to_owned();
+    let slow = slow_forwarder(endpoint, std::time::Duration::from_millis(300));
+    let validator = Arc::new(IntrospectionValidator::new(&slow, "popkey-rs", secret).unwrap());
+
+    let ticks = Arc::new(AtomicUsize::new(0));
+    let heartbeat = {
+        let ticks = ticks.clone();
+        tokio::spawn(async move {
+            loop {
+                tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+                ticks.fetch_add(1, Ordering::SeqCst);
+            }
+        })
+    };
+    tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    let before = ticks.load(Ordering::SeqCst);
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs();
+    // On the runtime's only worker, like a verifier inside a request.
+    let claims = tokio::spawn({
+        let (validator, token) = (validator.clone(), token.clone());
+        async move { validator.validate(&token, now) }
+    })
+    .await
+    .unwrap()
+    .unwrap();
+    let during = ticks.load(Ordering::SeqCst) - before;
+    heartbeat.abort();
+    assert_eq!(claims["active"], true);
+    assert_eq!(claims["cnf"]["jkt"], client.kid());
+    assert!(
+        during >= 10,
+        "the heartbeat ticked {during} times during a 300 ms introspection"
+    );
+}
+
+/// An HTTP server on a thread and runtime of its own that forwards every
+/// POST to `target` after `delay` and returns the answer as it came.
+fn slow_forwarder(target: String, delay: std::time::Duration) -> String {
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        rt.block_on(async move {
+            let http = reqwest::Client::new();
+            let app =
+                Router::new().fallback(post(move |headers: axum::http::HeaderMap, body: Bytes| {
+                    let (http, target) = (http.clone(), target.clone());
+                    async move {
+                        tokio::time::sleep(delay).await;
+                        let mut rb = http.post(&target).body(body);
+                        for name in ["authorization", "content-type", "accept"] {
+                            if let Some(v) = headers.get(name) {
+                                rb = rb.header(name, v.as_bytes());
+                            }
+                        }
+                        let resp = rb.send().await.unwrap();
+                        let status = resp.status().as_u16();
+                        let body = resp.bytes().await.unwrap();
+                        (
+                            axum::http::StatusCode::from_u16(status).unwrap(),
+                            [("content-type", "application/json")],
+                            body,
+                        )
+                    }
+                }));
+            let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+            tx.send(listener.local_addr().unwrap()).unwrap();
+            axum::serve(listener, app).await.unwrap();
+        });
+    });
+    format!("http://{}/introspect", rx.recv().unwrap())
+}

@@ -27,8 +27,12 @@ const MAX_RESPONSE: usize = 64 * 1024;
 /// token's remaining life (and [`IntrospectionValidator::max_cache`]);
 /// answers without `exp` are not cached.
 ///
-/// `validate` blocks its thread for the HTTP round trip (on a runtime of
-/// the validator's own, so it may be called from async code too).
+/// `validate` waits for the HTTP round trip (made on a runtime of the
+/// validator's own, so it may be called from any thread). Called on a
+/// multi-thread tokio runtime — a verifier in an async server, the
+/// `server` layer — the wait runs in `tokio::task::block_in_place`, so the
+/// worker's other tasks move to another thread and keep running; on a
+/// current-thread runtime it blocks the runtime for the round trip.
 ///
 /// ```no_run
 /// use std::sync::Arc;
@@ -192,10 +196,12 @@ impl IntrospectionValidator {
             .await;
             let _ = tx.send(result);
         });
-        let (status, body) = rx
-            .recv_timeout(Duration::from_secs(60))
-            .map_err(|_| unavailable("no answer".into()))?
-            .map_err(unavailable)?;
+        // The wait must not hold a tokio worker: other requests on it keep
+        // being served while the endpoint answers.
+        let (status, body) =
+            crate::executor::off_executor(|| rx.recv_timeout(Duration::from_secs(60)))
+                .map_err(|_| unavailable("no answer".into()))?
+                .map_err(unavailable)?;
         if !status.is_success() {
             // RFC 6749 §5.2 error codes are safe to show (no token, no secret).
             let code = std::str::from_utf8(&body)
