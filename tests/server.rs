@@ -848,25 +848,52 @@ async fn oidc_provider_discovery_and_key_rotation_refresh_once() {
     assert_eq!(resp.headers()["retry-after"], "1");
 }
 
+/// The resource server's client secret at the opaque-token authority.
+const RS_SECRET: &str = "resource server secret";
+
+/// oidc-provider issuing opaque DPoP-bound tokens to a file key in `dir`
+/// (registered by its JWKS), with introspection for `popkey-rs`.
+fn opaque_authority(dir: &std::path::Path) -> (PopKey, String, Node, Value) {
+    let key_uri = format!("file:{}", dir.join("client.pem").display());
+    let client = PopKey::create(&key_uri, &popkey::CreateOptions::default()).unwrap();
+    let mut jwk: Value = serde_json::from_str(client.canonical_public_key_jwk()).unwrap();
+    jwk["kid"] = client.kid().into();
+    let jwks = dir.join("jwks.json");
+    std::fs::write(&jwks, json!({"keys": [jwk]}).to_string()).unwrap();
+    let (node, info) = start_oidc(
+        &jwks,
+        &[
+            ("POPKEY_OIDC_OPAQUE", "1"),
+            ("POPKEY_OIDC_RS_SECRET", RS_SECRET),
+        ],
+    );
+    (client, key_uri, node, info)
+}
+
+/// An API behind the layer whose issuer introspects opaque tokens as
+/// `id`/`secret`; its URL.
+async fn introspecting_api(issuer_url: &str, id: &str, secret: &str) -> String {
+    let issuer = Arc::new(
+        Issuer::builder(issuer_url)
+            .audience("urn:popkey:api")
+            .introspection(id, secret)
+            .build()
+            .unwrap(),
+    );
+    let addr = serve(protected(
+        ResourceServer::for_issuer(issuer).build().unwrap(),
+    ))
+    .await;
+    format!("http://{addr}/items")
+}
+
 /// Opaque tokens: the introspection endpoint comes from discovery, the
 /// binding from the answer's `cnf.jkt`.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn oidc_provider_opaque_tokens_through_discovered_introspection() {
     let dir = tempfile::tempdir().unwrap();
-    let key_uri = format!("file:{}", dir.path().join("client.pem").display());
-    let client = PopKey::create(&key_uri, &popkey::CreateOptions::default()).unwrap();
-    let mut jwk: Value = serde_json::from_str(client.canonical_public_key_jwk()).unwrap();
-    jwk["kid"] = client.kid().into();
-    let jwks = dir.path().join("jwks.json");
-    std::fs::write(&jwks, json!({"keys": [jwk]}).to_string()).unwrap();
-    let secret = "resource server secret";
-    let (node, info) = start_oidc(
-        &jwks,
-        &[
-            ("POPKEY_OIDC_OPAQUE", "1"),
-            ("POPKEY_OIDC_RS_SECRET", secret),
-        ],
-    );
+    let (client, key_uri, node, info) = opaque_authority(dir.path());
+    let secret = RS_SECRET;
     let issuer_url = info["issuer"].as_str().unwrap();
     let token = oidc_token(info["token_endpoint"].as_str().unwrap(), &key_uri);
     assert!(!token.contains('.'), "an opaque token");
@@ -877,18 +904,7 @@ async fn oidc_provider_opaque_tokens_through_discovered_introspection() {
         ("popkey-rs", secret, 200),
         ("popkey-rs", "wrong secret", 503),
     ] {
-        let issuer = Arc::new(
-            Issuer::builder(issuer_url)
-                .audience("urn:popkey:api")
-                .introspection(id, secret)
-                .build()
-                .unwrap(),
-        );
-        let addr = serve(protected(
-            ResourceServer::for_issuer(issuer).build().unwrap(),
-        ))
-        .await;
-        let url = format!("http://{addr}/items");
+        let url = introspecting_api(issuer_url, id, secret).await;
         let (rb, proof) = dpop_request(
             &http,
             reqwest::Method::GET,
@@ -942,18 +958,7 @@ async fn oidc_provider_opaque_tokens_through_discovered_introspection() {
 
     // The authority goes away: a token the API has not seen yet cannot be
     // introspected, 503 with Retry-After (fail closed, the token not blamed).
-    let issuer = Arc::new(
-        Issuer::builder(issuer_url)
-            .audience("urn:popkey:api")
-            .introspection("popkey-rs", secret)
-            .build()
-            .unwrap(),
-    );
-    let addr = serve(protected(
-        ResourceServer::for_issuer(issuer).build().unwrap(),
-    ))
-    .await;
-    let url = format!("http://{addr}/items");
+    let url = introspecting_api(issuer_url, "popkey-rs", secret).await;
     let send = |token: &str| {
         dpop_request(
             &http,
@@ -1072,20 +1077,8 @@ async fn slow_introspection_does_not_hold_the_worker() {
     use popkey::verify::introspect::IntrospectionValidator;
     use popkey::verify::token::AccessTokenValidator;
     let dir = tempfile::tempdir().unwrap();
-    let key_uri = format!("file:{}", dir.path().join("client.pem").display());
-    let client = PopKey::create(&key_uri, &popkey::CreateOptions::default()).unwrap();
-    let mut jwk: Value = serde_json::from_str(client.canonical_public_key_jwk()).unwrap();
-    jwk["kid"] = client.kid().into();
-    let jwks = dir.path().join("jwks.json");
-    std::fs::write(&jwks, json!({"keys": [jwk]}).to_string()).unwrap();
-    let secret = "resource server secret";
-    let (_node, info) = start_oidc(
-        &jwks,
-        &[
-            ("POPKEY_OIDC_OPAQUE", "1"),
-            ("POPKEY_OIDC_RS_SECRET", secret),
-        ],
-    );
+    let (client, key_uri, _node, info) = opaque_authority(dir.path());
+    let secret = RS_SECRET;
     let token = oidc_token(info["token_endpoint"].as_str().unwrap(), &key_uri);
     let endpoint = info["introspection_endpoint"].as_str().unwrap().to_owned();
     let slow = slow_forwarder(endpoint, std::time::Duration::from_millis(300));
