@@ -107,26 +107,12 @@ struct Pki {
 }
 
 fn make_pki(dir: &Path) -> Pki {
-    let p = |n: &str| dir.join(n);
-    let s = |p: &Path| p.to_str().unwrap().to_owned();
-    let ca_key = p("ca.key");
-    let pki = Pki {
-        ca: p("ca.pem"),
-        server: p("server.pem"),
-        server_key: p("server.key"),
-    };
-    #[rustfmt::skip]
-    openssl(&["req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes",
-        "-keyout", &s(&ca_key), "-out", &s(&pki.ca), "-subj", "/CN=popkey test CA", "-days", "1",
-        "-addext", "basicConstraints=critical,CA:TRUE", "-addext", "keyUsage=critical,keyCertSign"]);
-    #[rustfmt::skip]
-    openssl(&["req", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes",
-        "-keyout", &s(&pki.server_key), "-out", &s(&p("server.csr")), "-subj", "/CN=127.0.0.1"]);
-    std::fs::write(p("server.ext"), "subjectAltName=IP:127.0.0.1\n").unwrap();
-    #[rustfmt::skip]
-    openssl(&["x509", "-req", "-in", &s(&p("server.csr")), "-CA", &s(&pki.ca), "-CAkey", &s(&ca_key),
-        "-CAcreateserial", "-out", &s(&pki.server), "-days", "1", "-extfile", &s(&p("server.ext"))]);
-    pki
+    popkey_testkit::pki::ca_and_server(dir, "popkey test CA");
+    Pki {
+        ca: dir.join("ca.pem"),
+        server: dir.join("server.pem"),
+        server_key: dir.join("server.key"),
+    }
 }
 
 /// A popkey file key with a self-signed certificate popkey made for it.

@@ -11,7 +11,8 @@
 //! * [`nginx`]: a private nginx per test (own config, prefix, temp dirs
 //!   and free ports), killed by PID on drop;
 //! * [`gateway`]: `popkey gateway` behind nginx (an echo upstream, the
-//!   `auth_request` config, the gateway process).
+//!   `auth_request` config, the gateway process);
+//! * [`pki`]: a throwaway CA and server certificate made with openssl.
 //!
 //! Nothing here skips: a missing package fails the test and names it.
 
@@ -19,6 +20,7 @@ pub mod authority;
 pub mod common;
 pub mod gateway;
 pub mod nginx;
+pub mod pki;
 pub mod redis;
 pub mod softhsm;
 pub mod swtpm;
