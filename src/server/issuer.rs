@@ -509,22 +509,7 @@ fn jwt_header(token: &str) -> Option<Map<String, Value>> {
 
 impl AccessTokenValidator for Issuer {
     fn validate(&self, token: &str, now: u64) -> Result<Map<String, Value>, VerifyError> {
-        if jwt_header(token).is_none() {
-            return match self.introspector.get() {
-                Some(v) => v.validate(token, now),
-                None => Err(VerifyError::new(
-                    ErrorKind::InvalidAccessToken,
-                    "the access token is not a JWT, and introspection is not configured",
-                )),
-            };
-        }
-        match &self.current().validator {
-            Some(v) => v.validate(token, now),
-            None => Err(VerifyError::new(
-                ErrorKind::InvalidAccessToken,
-                "the issuer's keys are not loaded",
-            )),
-        }
+        self.validate_with(token, None, now)
     }
 
     fn validate_hashed(
@@ -532,12 +517,38 @@ impl AccessTokenValidator for Issuer {
         token: &HashedToken<'_>,
         now: u64,
     ) -> Result<Map<String, Value>, VerifyError> {
-        if jwt_header(token.token()).is_none() {
-            return self.validate(token.token(), now);
+        self.validate_with(token.token(), Some(token), now)
+    }
+}
+
+impl Issuer {
+    /// Opaque tokens through introspection, JWTs through the current keys;
+    /// `hashed` (the token with its SHA-256) when the caller has it.
+    fn validate_with(
+        &self,
+        token: &str,
+        hashed: Option<&HashedToken<'_>>,
+        now: u64,
+    ) -> Result<Map<String, Value>, VerifyError> {
+        let by = |v: &dyn AccessTokenValidator| match hashed {
+            Some(h) => v.validate_hashed(h, now),
+            None => v.validate(token, now),
+        };
+        if jwt_header(token).is_none() {
+            return match self.introspector.get() {
+                Some(v) => by(v),
+                None => Err(VerifyError::new(
+                    ErrorKind::InvalidAccessToken,
+                    "the access token is not a JWT, and introspection is not configured",
+                )),
+            };
         }
         match &self.current().validator {
-            Some(v) => v.validate_hashed(token, now),
-            None => self.validate(token.token(), now),
+            Some(v) => by(v),
+            None => Err(VerifyError::new(
+                ErrorKind::InvalidAccessToken,
+                "the issuer's keys are not loaded",
+            )),
         }
     }
 }

@@ -101,8 +101,8 @@ impl ErrorKind {
     /// The HTTP status to answer with: 503 (Service Unavailable) when the
     /// replay store cannot record the proof or the access token cannot be
     /// checked now (the client may retry the same request later with a
-    /// fresh proof; nothing is wrong with it), 401 otherwise (with the challenge from [`dpop_challenge`] or
-    /// [`pop_challenge`]).
+    /// fresh proof; nothing is wrong with it), 401 otherwise (with the
+    /// challenge from [`dpop_challenge`] or [`pop_challenge`]).
     pub fn http_status(self) -> u16 {
         match self {
             ErrorKind::ReplayStoreUnavailable | ErrorKind::TokenValidationUnavailable => 503,

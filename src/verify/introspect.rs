@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use serde_json::{Map, Value};
 
-use super::token::AccessTokenValidator;
+use super::token::{AccessTokenValidator, HashedToken};
 use super::{err, ErrorKind, VerifyError};
 
 /// Most introspection results kept in the cache.
@@ -220,6 +220,38 @@ impl IntrospectionValidator {
         crate::json::parse_object(text).map_err(|e| unavailable(format!("the answer: {e}")))
     }
 
+    /// Validation with the answer cache keyed by `key`.
+    fn validate_keyed(
+        &self,
+        token: &str,
+        key: String,
+        now: u64,
+    ) -> Result<Map<String, Value>, VerifyError> {
+        if let Some(claims) = self.cached(&key, now) {
+            return Ok(claims);
+        }
+        let claims = self.introspect(token)?;
+        let exp = check_answer(&claims, self.token_type.as_deref(), now)?;
+        if let Some(aud) = &self.audience {
+            let ok = match claims.get("aud") {
+                Some(Value::String(a)) => a == aud,
+                Some(Value::Array(list)) => list.iter().any(|a| a.as_str() == Some(aud)),
+                _ => false,
+            };
+            if !ok {
+                return Err(err(
+                    ErrorKind::InvalidAccessToken,
+                    "the access token's audience is not this API (introspection `aud`)",
+                ));
+            }
+        }
+        if let Some(exp) = exp {
+            let until = exp.min(now.saturating_add(self.max_cache));
+            self.remember(key, &claims, until, now);
+        }
+        Ok(claims)
+    }
+
     fn cached(&self, key: &str, now: u64) -> Option<Map<String, Value>> {
         let cache = self.cache.lock().ok()?;
         match cache.get(key) {
@@ -260,7 +292,12 @@ fn form(s: &str) -> String {
 }
 
 fn cache_key(token: &str) -> String {
-    crate::b64::encode(crate::crypto::sha256(token.as_bytes()))
+    digest_key(&crate::crypto::sha256(token.as_bytes()))
+}
+
+/// The cache key of a token whose SHA-256 is `sha256`.
+fn digest_key(sha256: &[u8; 32]) -> String {
+    crate::b64::encode(sha256)
 }
 
 /// Checks an introspection answer at `now`; returns the time until which it
@@ -301,30 +338,17 @@ pub(crate) fn check_answer(
 
 impl AccessTokenValidator for IntrospectionValidator {
     fn validate(&self, token: &str, now: u64) -> Result<Map<String, Value>, VerifyError> {
-        let key = cache_key(token);
-        if let Some(claims) = self.cached(&key, now) {
-            return Ok(claims);
-        }
-        let claims = self.introspect(token)?;
-        let exp = check_answer(&claims, self.token_type.as_deref(), now)?;
-        if let Some(aud) = &self.audience {
-            let ok = match claims.get("aud") {
-                Some(Value::String(a)) => a == aud,
-                Some(Value::Array(list)) => list.iter().any(|a| a.as_str() == Some(aud)),
-                _ => false,
-            };
-            if !ok {
-                return Err(err(
-                    ErrorKind::InvalidAccessToken,
-                    "the access token's audience is not this API (introspection `aud`)",
-                ));
-            }
-        }
-        if let Some(exp) = exp {
-            let until = exp.min(now.saturating_add(self.max_cache));
-            self.remember(key, &claims, until, now);
-        }
-        Ok(claims)
+        self.validate_keyed(token, cache_key(token), now)
+    }
+
+    /// The caller's hash of the token keys the answer cache (no second
+    /// SHA-256 of the token).
+    fn validate_hashed(
+        &self,
+        token: &HashedToken<'_>,
+        now: u64,
+    ) -> Result<Map<String, Value>, VerifyError> {
+        self.validate_keyed(token.token(), digest_key(token.sha256()), now)
     }
 
     /// The authorization server vouches for the token: as good as a
@@ -388,6 +412,11 @@ mod tests {
         let now = 1_000;
         let exp = check_answer(&claims, None, now).unwrap().unwrap();
         let until = exp.min(now + v.max_cache);
+        // `validate` and `validate_hashed` key the same entry.
+        assert_eq!(
+            cache_key("t"),
+            digest_key(crate::verify::token::HashedToken::new("t").sha256())
+        );
         v.remember(cache_key("t"), &claims, until, now);
         assert!(v.cached(&cache_key("t"), 1_099).is_some());
         assert!(v.cached(&cache_key("t"), 1_100).is_none(), "not past exp");
