@@ -239,6 +239,16 @@ impl PublicJwk {
     /// The crate's crypto provider does the work: aws-lc-rs by default,
     /// RustCrypto with only the `rust-crypto` feature.
     pub fn verify(&self, alg: Algorithm, message: &[u8], signature: &[u8]) -> Result<()> {
+        self.verify_digest(alg, &crate::crypto::sha256(message), signature)
+    }
+
+    /// [`PublicJwk::verify`] given the SHA-256 of the message.
+    pub(crate) fn verify_digest(
+        &self,
+        alg: Algorithm,
+        digest: &[u8; 32],
+        signature: &[u8],
+    ) -> Result<()> {
         if !self.fits(alg) {
             return Err(Error::AlgorithmMismatch(format!(
                 "{alg} cannot be verified with an {} key",
@@ -252,7 +262,7 @@ impl PublicJwk {
                 signature.len()
             )));
         }
-        if self.key.verify(alg, message, signature) {
+        if self.key.verify_digest(alg, digest, signature) {
             Ok(())
         } else {
             Err(Error::BadSignature(format!(

@@ -17,33 +17,43 @@ use super::Provider;
 pub(crate) struct AwsLc;
 
 /// An RSA public key, parsed for a padding the first time it verifies
-/// with that padding (a key from a proof usually verifies once).
+/// with that padding. Clones share the parsed forms, so a key kept in a
+/// cache is parsed once, and AWS-LC's Montgomery constants for its modulus
+/// (computed on first use and kept in the parsed key) serve every later
+/// proof signed with it.
 #[derive(Clone)]
-pub(crate) struct RsaPublic {
+pub(crate) struct RsaPublic(Arc<RsaParsed>);
+
+struct RsaParsed {
     n: Vec<u8>,
     e: Vec<u8>,
-    pkcs1: OnceLock<Option<Arc<ParsedPublicKey>>>,
-    pss: OnceLock<Option<Arc<ParsedPublicKey>>>,
+    pkcs1: OnceLock<Option<ParsedPublicKey>>,
+    pss: OnceLock<Option<ParsedPublicKey>>,
 }
 
 impl RsaPublic {
     fn parsed(&self, pss: bool) -> Option<&ParsedPublicKey> {
+        let key = &*self.0;
         let (cell, params): (_, &'static signature::RsaParameters) = if pss {
-            (&self.pss, &signature::RSA_PSS_2048_8192_SHA256)
+            (&key.pss, &signature::RSA_PSS_2048_8192_SHA256)
         } else {
-            (&self.pkcs1, &signature::RSA_PKCS1_2048_8192_SHA256)
+            (&key.pkcs1, &signature::RSA_PKCS1_2048_8192_SHA256)
         };
         cell.get_or_init(|| {
             RsaPublicKeyComponents {
-                n: &self.n,
-                e: &self.e,
+                n: &key.n,
+                e: &key.e,
             }
             .to_parsed_public_key(params)
             .ok()
-            .map(Arc::new)
         })
-        .as_deref()
+        .as_ref()
     }
+}
+
+/// A SHA-256 digest popkey computed itself, in aws-lc-rs's type.
+fn sha256_digest(bytes: &[u8; 32]) -> Option<digest::Digest> {
+    digest::Digest::import_less_safe(bytes, &digest::SHA256).ok()
 }
 
 impl Provider for AwsLc {
@@ -68,21 +78,23 @@ impl Provider for AwsLc {
     /// bits, odd exponent below 2^33); AWS-LC parses them when they first
     /// verify.
     fn rsa_public(n: &[u8], e: &[u8]) -> Result<Self::RsaPublic, String> {
-        Ok(RsaPublic {
+        Ok(RsaPublic(Arc::new(RsaParsed {
             n: n.to_vec(),
             e: e.to_vec(),
             pkcs1: OnceLock::new(),
             pss: OnceLock::new(),
-        })
+        })))
     }
 
-    fn verify_es256(key: &Self::EcPublic, msg: &[u8], sig: &[u8]) -> bool {
-        key.verify_sig(msg, sig).is_ok()
+    fn verify_es256(key: &Self::EcPublic, digest: &[u8; 32], sig: &[u8]) -> bool {
+        sha256_digest(digest).is_some_and(|d| key.verify_digest_sig(&d, sig).is_ok())
     }
 
-    fn verify_rsa(key: &Self::RsaPublic, pss: bool, msg: &[u8], sig: &[u8]) -> bool {
-        key.parsed(pss)
-            .is_some_and(|k| k.verify_sig(msg, sig).is_ok())
+    fn verify_rsa(key: &Self::RsaPublic, pss: bool, digest: &[u8; 32], sig: &[u8]) -> bool {
+        match (key.parsed(pss), sha256_digest(digest)) {
+            (Some(k), Some(d)) => k.verify_digest_sig(&d, sig).is_ok(),
+            _ => false,
+        }
     }
 
     fn ec_generate() -> Result<Self::EcPrivate, String> {

@@ -61,10 +61,12 @@ pub(crate) trait Provider {
     fn ec_public(point: &[u8; 65]) -> Result<Self::EcPublic, String>;
     /// An RSA key from big-endian modulus and exponent (no leading zeros).
     fn rsa_public(n: &[u8], e: &[u8]) -> Result<Self::RsaPublic, String>;
-    /// ES256: SHA-256, raw `r || s` signature.
-    fn verify_es256(key: &Self::EcPublic, msg: &[u8], sig: &[u8]) -> bool;
-    /// RS256 (PKCS#1 v1.5) or PS256 (PSS, MGF1-SHA256, 32-byte salt).
-    fn verify_rsa(key: &Self::RsaPublic, pss: bool, msg: &[u8], sig: &[u8]) -> bool;
+    /// ES256 over the SHA-256 `digest` of the message, raw `r || s`
+    /// signature.
+    fn verify_es256(key: &Self::EcPublic, digest: &[u8; 32], sig: &[u8]) -> bool;
+    /// RS256 (PKCS#1 v1.5) or PS256 (PSS, MGF1-SHA256, 32-byte salt) over
+    /// the SHA-256 `digest` of the message.
+    fn verify_rsa(key: &Self::RsaPublic, pss: bool, digest: &[u8; 32], sig: &[u8]) -> bool;
 
     /// A new P-256 key.
     fn ec_generate() -> Result<Self::EcPrivate, String>;
@@ -246,16 +248,20 @@ impl PublicKey {
         }
     }
 
-    /// Verifies a JWS signature (ECDSA as raw `r || s`). `false` also when
-    /// `alg` does not fit the key.
-    pub(crate) fn verify(&self, alg: Algorithm, msg: &[u8], sig: &[u8]) -> bool {
+    /// Verifies a JWS signature (ECDSA as raw `r || s`) given the SHA-256
+    /// of the signed message (every algorithm popkey verifies hashes with
+    /// SHA-256, and callers use the digest again). `false` also when `alg`
+    /// does not fit the key.
+    pub(crate) fn verify_digest(&self, alg: Algorithm, digest: &[u8; 32], sig: &[u8]) -> bool {
         match (&self.inner, alg) {
-            (PublicInner::Ec { key, .. }, Algorithm::ES256) => Active::verify_es256(key, msg, sig),
+            (PublicInner::Ec { key, .. }, Algorithm::ES256) => {
+                Active::verify_es256(key, digest, sig)
+            }
             (PublicInner::Rsa { key, .. }, Algorithm::RS256) => {
-                Active::verify_rsa(key, false, msg, sig)
+                Active::verify_rsa(key, false, digest, sig)
             }
             (PublicInner::Rsa { key, .. }, Algorithm::PS256) => {
-                Active::verify_rsa(key, true, msg, sig)
+                Active::verify_rsa(key, true, digest, sig)
             }
             _ => false,
         }
@@ -407,7 +413,7 @@ pub(crate) fn ecdsa_der_to_raw(der: &[u8]) -> Option<[u8; 64]> {
 ///
 /// A diagnostic only: it tells a TPM that salts PSS with the maximum length
 /// from one that uses the 32 bytes JWS requires. Whether a PS256 signature
-/// is accepted is always decided by the provider ([`PublicKey::verify`]).
+/// is accepted is always decided by the provider ([`PublicKey::verify_digest`]).
 /// The RSA public operation here is plain modular exponentiation on public
 /// values; nothing secret is involved.
 #[cfg_attr(not(feature = "tpm"), allow(dead_code))]

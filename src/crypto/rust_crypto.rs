@@ -7,7 +7,8 @@ use hmac::{Hmac, Mac};
 use p256::pkcs8::{DecodePrivateKey, EncodePrivateKey};
 use rand::rngs::OsRng;
 use rsa::pkcs1::DecodeRsaPrivateKey;
-use rsa::signature::{RandomizedSigner, SignatureEncoding, Signer, Verifier};
+use rsa::signature::hazmat::PrehashVerifier;
+use rsa::signature::{RandomizedSigner, SignatureEncoding, Signer};
 use rsa::traits::PublicKeyParts;
 use rsa::{BigUint, RsaPrivateKey, RsaPublicKey};
 use sha2::{Digest, Sha256};
@@ -54,22 +55,22 @@ impl Provider for RustCrypto {
         .map_err(|err| format!("unusable RSA public key: {err}"))
     }
 
-    fn verify_es256(key: &Self::EcPublic, msg: &[u8], sig: &[u8]) -> bool {
+    fn verify_es256(key: &Self::EcPublic, digest: &[u8; 32], sig: &[u8]) -> bool {
         p256::ecdsa::Signature::from_slice(sig)
-            .map(|sig| key.verify(msg, &sig).is_ok())
+            .map(|sig| key.verify_prehash(digest, &sig).is_ok())
             .unwrap_or(false)
     }
 
-    fn verify_rsa(key: &Self::RsaPublic, pss: bool, msg: &[u8], sig: &[u8]) -> bool {
+    fn verify_rsa(key: &Self::RsaPublic, pss: bool, digest: &[u8; 32], sig: &[u8]) -> bool {
         if pss {
             let vk = rsa::pss::VerifyingKey::<Sha256>::new(key.clone());
             rsa::pss::Signature::try_from(sig)
-                .map(|sig| vk.verify(msg, &sig).is_ok())
+                .map(|sig| vk.verify_prehash(digest, &sig).is_ok())
                 .unwrap_or(false)
         } else {
             let vk = rsa::pkcs1v15::VerifyingKey::<Sha256>::new(key.clone());
             rsa::pkcs1v15::Signature::try_from(sig)
-                .map(|sig| vk.verify(msg, &sig).is_ok())
+                .map(|sig| vk.verify_prehash(digest, &sig).is_ok())
                 .unwrap_or(false)
         }
     }

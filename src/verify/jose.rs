@@ -47,7 +47,8 @@ impl ParsedJws {
 
     /// Verifies the signature over the parsed JWS's own signing input with `key`.
     pub fn verify_signature(&self, key: &PublicJwk) -> Result<(), VerifyError> {
-        verify_signature(self.alg, key, &self.signing_input, &self.signature)
+        let digest = crate::crypto::sha256(&self.signing_input);
+        verify_signature(self.alg, key, &digest, &self.signature)
     }
 
     /// A string claim, required.
@@ -82,6 +83,9 @@ pub(crate) struct Jws<'a> {
     /// The algorithm named in the header, checked against the allowed list.
     pub(crate) alg: Algorithm,
     signing_input: &'a [u8],
+    /// SHA-256 of the signing input, computed once for every key tried
+    /// and for replay ids.
+    digest: std::cell::OnceCell<[u8; 32]>,
     signature: Scratch,
 }
 
@@ -175,13 +179,21 @@ impl<'a> Jws<'a> {
             payload,
             alg,
             signing_input: &compact.as_bytes()[..h.len() + 1 + p.len()],
+            digest: std::cell::OnceCell::new(),
             signature,
         })
     }
 
     /// See [`ParsedJws::verify_signature`].
     pub(crate) fn verify_signature(&self, key: &PublicJwk) -> Result<(), VerifyError> {
-        verify_signature(self.alg, key, self.signing_input, &self.signature)
+        verify_signature(self.alg, key, self.signing_input_digest(), &self.signature)
+    }
+
+    /// SHA-256 of the signing input (`header.payload` as sent): what the
+    /// signature signs, so it names a proof as exactly as its payload does.
+    pub(crate) fn signing_input_digest(&self) -> &[u8; 32] {
+        self.digest
+            .get_or_init(|| crate::crypto::sha256(self.signing_input))
     }
 
     /// See [`ParsedJws::str_claim`].
@@ -233,7 +245,7 @@ impl<'a> Jws<'a> {
 fn verify_signature(
     alg: Algorithm,
     key: &PublicJwk,
-    signing_input: &[u8],
+    digest: &[u8; 32],
     signature: &[u8],
 ) -> Result<(), VerifyError> {
     if !key.fits(alg) {
@@ -242,7 +254,7 @@ fn verify_signature(
             format!("an {} key cannot verify {}", key.kty(), alg),
         ));
     }
-    key.verify(alg, signing_input, signature)
+    key.verify_digest(alg, digest, signature)
         .map_err(|e| err(ErrorKind::BadSignature, e.to_string()))
 }
 

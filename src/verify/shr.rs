@@ -208,10 +208,13 @@ impl ShrVerifier {
             .validate_hashed(&HashedToken::new(at), now)?;
         check_binding(&token_claims, key.thumbprint(), Binding::Pop)?;
 
-        // Replay, last (by the caller).
+        // Replay, last (by the caller). An SHR has no `jti`: it is named by
+        // its key and the hash of what it signs (computed for the signature
+        // check), so the same proof is the same id however it is re-sent,
+        // and ECDSA's second valid signature over it is no new proof.
         let record = self.common.replay_record(
             "shr",
-            &[key.thumbprint().as_bytes(), &jws.payload],
+            &[key.thumbprint().as_bytes(), jws.signing_input_digest()],
             jws.time_claim("ts")?,
             now,
         );

@@ -38,20 +38,21 @@ pub trait AccessTokenValidator: Send + Sync {
     }
 }
 
-/// An access token with its SHA-256, computed once by [`HashedToken::new`]
-/// (so the two always belong together).
-#[derive(Clone, Copy)]
+/// An access token with its SHA-256, computed at most once, on first use
+/// (a DPoP proof's `ath` and a validator's cache share it), and only from
+/// the token itself, so the two always belong together.
+#[derive(Clone)]
 pub struct HashedToken<'a> {
     token: &'a str,
-    sha256: [u8; 32],
+    sha256: std::sync::OnceLock<[u8; 32]>,
 }
 
 impl<'a> HashedToken<'a> {
-    /// Hashes `token`.
+    /// Wraps `token`; the hash is computed when first asked for.
     pub fn new(token: &'a str) -> Self {
         HashedToken {
             token,
-            sha256: crate::crypto::sha256(token.as_bytes()),
+            sha256: std::sync::OnceLock::new(),
         }
     }
 
@@ -62,7 +63,8 @@ impl<'a> HashedToken<'a> {
 
     /// Its SHA-256.
     pub fn sha256(&self) -> &[u8; 32] {
-        &self.sha256
+        self.sha256
+            .get_or_init(|| crate::crypto::sha256(self.token.as_bytes()))
     }
 }
 
@@ -87,14 +89,14 @@ impl AccessTokenValidator for DecodeOnly {
     }
 
     /// Decoding is a pure function of the token, so recently decoded
-    /// tokens' claims are reused (a small process-wide memo by SHA-256;
-    /// failures are never kept).
+    /// tokens' claims are reused (a small process-wide memo that compares
+    /// whole tokens; failures are never kept).
     fn validate_hashed(
         &self,
         token: &HashedToken<'_>,
         _now: u64,
     ) -> Result<Map<String, Value>, VerifyError> {
-        decoded::get_or_decode(token)
+        decoded::get_or_decode(token.token())
     }
 
     fn checks_signature(&self) -> bool {
@@ -103,44 +105,59 @@ impl AccessTokenValidator for DecodeOnly {
 }
 
 /// Recently decoded tokens for [`DecodeOnly`], bounded in count and size.
+///
+/// Entries are found by the token's length and last 32 bytes (its
+/// signature's end, as good as random for a real token) and used only when
+/// the whole token is equal, so no hash of the token is needed; a made-up
+/// token that shares a real one's tail merely replaces its entry. The
+/// tokens kept are ones this process was just sent.
 mod decoded {
     use std::collections::HashMap;
     use std::sync::{Mutex, OnceLock};
 
     use serde_json::{Map, Value};
 
-    use super::{decode_claims, HashedToken, VerifyError};
+    use super::{decode_claims, VerifyError};
 
     /// Tokens kept at most; longer tokens are decoded every time.
     const MAX_TOKENS: usize = 128;
     const MAX_TOKEN_LEN: usize = 8 * 1024;
+    const TAIL: usize = 32;
 
-    type Memo = Mutex<HashMap<[u8; 32], Map<String, Value>>>;
+    type Key = (usize, [u8; TAIL]);
+    type Memo = Mutex<HashMap<Key, (Box<str>, Map<String, Value>)>>;
 
     fn memo() -> &'static Memo {
         static MEMO: OnceLock<Memo> = OnceLock::new();
         MEMO.get_or_init(Memo::default)
     }
 
-    pub(super) fn get_or_decode(
-        token: &HashedToken<'_>,
-    ) -> Result<Map<String, Value>, VerifyError> {
-        if token.token().len() > MAX_TOKEN_LEN {
-            return decode_claims(token.token());
+    fn key(token: &str) -> Key {
+        let bytes = token.as_bytes();
+        let tail = &bytes[bytes.len().saturating_sub(TAIL)..];
+        let mut k = [0u8; TAIL];
+        k[..tail.len()].copy_from_slice(tail);
+        (bytes.len(), k)
+    }
+
+    pub(super) fn get_or_decode(token: &str) -> Result<Map<String, Value>, VerifyError> {
+        if token.len() > MAX_TOKEN_LEN {
+            return decode_claims(token);
         }
-        if let Some(claims) = memo()
-            .lock()
-            .ok()
-            .and_then(|m| m.get(token.sha256()).cloned())
-        {
+        let key = key(token);
+        if let Some(claims) = memo().lock().ok().and_then(|m| {
+            m.get(&key)
+                .filter(|(kept, _)| **kept == *token)
+                .map(|(_, claims)| claims.clone())
+        }) {
             return Ok(claims);
         }
-        let claims = decode_claims(token.token())?;
+        let claims = decode_claims(token)?;
         if let Ok(mut m) = memo().lock() {
             if m.len() >= MAX_TOKENS {
                 m.clear();
             }
-            m.insert(*token.sha256(), claims.clone());
+            m.insert(key, (token.into(), claims.clone()));
         }
         Ok(claims)
     }
