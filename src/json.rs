@@ -87,14 +87,19 @@ impl<'de> Visitor<'de> for StrictVisitor {
     fn visit_map<A: MapAccess<'de>>(self, mut access: A) -> Result<Value, A::Error> {
         let mut map = Map::new();
         while let Some(key) = access.next_key::<String>()? {
-            if map.contains_key(&key) {
-                return Err(de::Error::custom(format_args!(
-                    "duplicate member `{}`",
-                    key.chars().take(64).collect::<String>()
-                )));
+            // One search per member: the vacant entry takes the value.
+            match map.entry(key) {
+                serde_json::map::Entry::Occupied(taken) => {
+                    return Err(de::Error::custom(format_args!(
+                        "duplicate member `{}`",
+                        taken.key().chars().take(64).collect::<String>()
+                    )));
+                }
+                serde_json::map::Entry::Vacant(slot) => {
+                    let Strict(v) = access.next_value()?;
+                    slot.insert(v);
+                }
             }
-            let Strict(v) = access.next_value()?;
-            map.insert(key, v);
         }
         Ok(Value::Object(map))
     }

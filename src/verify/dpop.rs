@@ -160,10 +160,10 @@ impl DpopVerifier {
         }
         // (10): htu, compared after RFC 3986 normalization, without query and fragment.
         let htu = jws.str_claim("htu")?;
-        let expected = normalize_target(target.url().clone());
+        let expected = expected_htu(target.url());
         // The exact normalized form needs no second parse; anything else is
         // normalized first.
-        if htu != expected && normalize_htu(htu).as_deref() != Some(expected.as_str()) {
+        if htu != expected && normalize_htu(htu).as_deref() != Some(&*expected) {
             return Err(err(
                 ErrorKind::UrlMismatch,
                 format!(
@@ -186,7 +186,7 @@ impl DpopVerifier {
             (Some(token), Some(ath)) => {
                 // One SHA-256 of the token serves `ath` and the validator.
                 let hashed = HashedToken::new(token);
-                if ath != crate::b64::encode(hashed.sha256()) {
+                if ath.as_bytes() != crate::b64::encode_digest(hashed.sha256()) {
                     return Err(err(
                         ErrorKind::AccessTokenHashMismatch,
                         "`ath` is not the hash of the presented access token",
@@ -270,6 +270,17 @@ fn normalize_target(mut u: url::Url) -> String {
     u.into()
 }
 
+/// The request URL as `htu` must match it: [`normalize_target`]'s result,
+/// borrowed from the parsed URL's own serialization when its path has no
+/// percent-escapes (then normalizing changes nothing).
+fn expected_htu(u: &url::Url) -> std::borrow::Cow<'_, str> {
+    if u.path().contains('%') {
+        std::borrow::Cow::Owned(normalize_target(u.clone()))
+    } else {
+        std::borrow::Cow::Borrowed(&u[..url::Position::AfterPath])
+    }
+}
+
 fn normalize_htu(htu: &str) -> Option<String> {
     let u = url::Url::parse(htu).ok()?;
     if !matches!(u.scheme(), "http" | "https") {
@@ -293,5 +304,26 @@ mod tests {
             "https://server.example.com/token"
         );
         assert!(normalize_htu("ftp://h/x").is_none());
+    }
+
+    /// The borrowed form is what normalizing the parsed URL gives.
+    #[test]
+    fn expected_htu_borrows_only_what_normalizing_keeps() {
+        for url in [
+            "https://api.example.com/v1/items?page=2#top",
+            "HTTPS://API.Example.com:443/a/./b/../c?x",
+            "http://u:p@h:8080/x/y/",
+            "https://h",
+            "https://h/a%7eb/%2f?q=%41",
+            "https://[::1]:8443/p;m=1",
+        ] {
+            let u = url::Url::parse(url).unwrap();
+            assert_eq!(expected_htu(&u), normalize_target(u.clone()), "{url}");
+        }
+        let plain = url::Url::parse("https://h/x?y").unwrap();
+        assert!(matches!(
+            expected_htu(&plain),
+            std::borrow::Cow::Borrowed(_)
+        ));
     }
 }

@@ -111,8 +111,8 @@ impl<'a> Jws<'a> {
                 "not a compact JWS: expected three base64url parts separated by dots",
             )
         };
-        let (h, p, s) = match (compact.find('.'), compact.rfind('.')) {
-            (Some(first), Some(last)) if first < last => (
+        let (h, p, s) = match outer_dots(compact) {
+            Some((first, last)) => (
                 &compact[..first],
                 &compact[first + 1..last],
                 &compact[last + 1..],
@@ -240,6 +240,16 @@ impl<'a> Jws<'a> {
             )),
         }
     }
+}
+
+/// The first and the last dot of a compact JWS, when they differ, searched
+/// from either end: the header and the signature are short, so neither
+/// search touches the (long) payload.
+pub(crate) fn outer_dots(compact: &str) -> Option<(usize, usize)> {
+    let bytes = compact.as_bytes();
+    let first = memchr::memchr(b'.', bytes)?;
+    let last = memchr::memrchr(b'.', bytes)?;
+    (first < last).then_some((first, last))
 }
 
 fn verify_signature(

@@ -172,8 +172,8 @@ fn decode_claims(token: &str) -> Result<Map<String, Value>, VerifyError> {
     // The payload lies between the first and the last dot; a dot inside it
     // fails its base64 decoding and is reported as the wrong shape.
     let shape = || bad("not a JWT (three dot-separated parts)".into());
-    let payload = match (token.find('.'), token.rfind('.')) {
-        (Some(first), Some(last)) if first < last => &token[first + 1..last],
+    let payload = match super::jose::outer_dots(token) {
+        Some((first, last)) => &token[first + 1..last],
         _ => return Err(shape()),
     };
     let mut bytes = crate::b64::scratch::Scratch::take();

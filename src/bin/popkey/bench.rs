@@ -3,7 +3,7 @@
 //!
 //! Phases run one after another with the same key and thread count:
 //!
-//! * signing: the key's raw `sign` over a signing input of SHR size, SHR
+//! * signing (interleaved in slices): the key's raw `sign` over a signing input of SHR size, SHR
 //!   creation and DPoP creation;
 //! * verification: over proofs signed beforehand, the full `ShrVerifier`
 //!   and `DpopVerifier` (replay store included), each proof verified once,
@@ -62,7 +62,11 @@ struct Phase {
 }
 
 /// This thread's CPU time so far, in ns (Linux: `/proc/thread-self/schedstat`).
+/// The kernel brings a running thread's figure up to date only when it
+/// schedules; yielding first makes it do so now, so short phases are not
+/// undercounted by up to a tick.
 fn thread_cpu_ns() -> Option<u64> {
+    std::thread::yield_now();
     let text = std::fs::read_to_string("/proc/thread-self/schedstat").ok()?;
     text.split_whitespace().next()?.parse().ok()
 }
@@ -184,8 +188,11 @@ where
     finish(results, start.elapsed())
 }
 
-/// How many slices the verification phases interleave in.
-const INTERLEAVE: usize = 10;
+/// How many slices the phases compared with each other interleave in
+/// (raw signing with SHR and DPoP signing; each raw verification with its
+/// full verifier): the machine's speed drifts over seconds (clock, other
+/// tenants), and fine slices let the drift touch both sides alike.
+const INTERLEAVE: usize = 40;
 
 /// Phases measured in slices, as one.
 fn merge(parts: Vec<Phase>) -> Phase {
@@ -302,9 +309,16 @@ pub(crate) fn run(args: &BenchArgs) -> Result<String, String> {
     }
     // Warm up caches, the CPU clock and any device session before measuring.
     run_phase(threads, dur.mul_f64(0.2), || key.sign(&raw_input).map(drop))?;
-    let raw = run_phase(threads, dur, || key.sign(&raw_input).map(drop))?;
-    let shr_phase = run_phase(threads, dur, || shr.sign(&key).map(drop))?;
-    let dpop_phase = run_phase(threads, dur, || dpop.sign(&key).map(drop))?;
+    let (mut raw, mut shr_phase, mut dpop_phase) = (Vec::new(), Vec::new(), Vec::new());
+    let slice_dur = dur.div_f64(INTERLEAVE as f64);
+    for _ in 0..INTERLEAVE {
+        raw.push(run_phase(threads, slice_dur, || {
+            key.sign(&raw_input).map(drop)
+        })?);
+        shr_phase.push(run_phase(threads, slice_dur, || shr.sign(&key).map(drop))?);
+        dpop_phase.push(run_phase(threads, slice_dur, || dpop.sign(&key).map(drop))?);
+    }
+    let (raw, shr_phase, dpop_phase) = (merge(raw), merge(shr_phase), merge(dpop_phase));
 
     // Verification. The full verifiers keep a replay store, so each proof is
     // verified once: sign as many as one phase can verify (bounded by what
