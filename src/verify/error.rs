@@ -41,7 +41,7 @@ pub enum ErrorKind {
     NonceRequired,
     /// The nonce is not one this server issued, or not the expected one.
     InvalidNonce,
-    /// This proof (its `jti`, or the same SHR payload) was seen before.
+    /// This proof (its `jti`, or the same signed SHR) was seen before.
     Replay,
     /// The replay store cannot record another proof (fails closed).
     ReplayStoreUnavailable,

@@ -8,8 +8,10 @@
 //!   instance to record it wins, every other sees `replay`. There is no
 //!   check-then-add window.
 //! * `<id>` is `dpop:` or `shr:` followed by base64url(SHA-256(length-prefixed
-//!   thumbprint ‖ `jti` or the SHR payload)): 43 characters the client
-//!   cannot choose. Keys never hold attacker-chosen bytes.
+//!   thumbprint ‖ `jti`, or ‖ the SHA-256 of the SHR's signing input)): 43
+//!   characters the client cannot choose. Keys never hold attacker-chosen
+//!   bytes. (Earlier builds derived SHR ids from the SHR payload; a fleet
+//!   mixing both does not see the other's SHRs during a rolling upgrade.)
 //! * The TTL is the proof's remaining acceptance window (`iat`/`ts` +
 //!   max age + clock skew − now), so Redis holds about one key per proof
 //!   accepted in the last window.

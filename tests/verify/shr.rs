@@ -388,6 +388,64 @@ fn nonces_and_replay() {
     v.verify_at(&shr, &req, NOW).unwrap();
 }
 
+/// An SHR is named for replay by what it signs, not by its signature bytes:
+/// ECDSA's second valid signature over the same input, (r, n − s), and a
+/// fresh signature over the same header and payload are the same proof.
+#[test]
+fn replay_is_judged_on_the_signed_content() {
+    let c = Case::new(Algorithm::ES256);
+    let v = c
+        .verifier()
+        .replay_store(Arc::new(MemoryReplayCache::new(1000)));
+    let req = request();
+    let shr = c.shr_builder().sign(&c.key).unwrap();
+    v.verify_at(&shr, &req, NOW).unwrap();
+
+    // (r, n - s) over the same input: valid (a verifier that has not seen
+    // the proof accepts it), and a replay for the one that has.
+    let (input, sig) = shr.rsplit_once('.').unwrap();
+    let sig = super::common::b64d(sig);
+    let mut s = [0u8; 32];
+    s.copy_from_slice(&sig[32..]);
+    let mut twin = sig[..32].to_vec();
+    twin.extend(p256_order_minus(&s));
+    let twin = format!(
+        "{input}.{}",
+        base64::Engine::encode(&base64::engine::general_purpose::URL_SAFE_NO_PAD, &twin)
+    );
+    assert_ne!(twin, shr);
+    c.verifier().verify_at(&twin, &req, NOW).unwrap();
+    assert_eq!(kind(v.verify_at(&twin, &req, NOW)), ErrorKind::Replay);
+
+    // The same header and payload signed again (another random k).
+    let again = format!(
+        "{input}.{}",
+        base64::Engine::encode(
+            &base64::engine::general_purpose::URL_SAFE_NO_PAD,
+            c.key.sign(input.as_bytes()).unwrap()
+        )
+    );
+    assert_ne!(again, shr);
+    assert_eq!(kind(v.verify_at(&again, &req, NOW)), ErrorKind::Replay);
+}
+
+/// n − s for the P-256 group order n (big-endian, 0 < s < n).
+fn p256_order_minus(s: &[u8; 32]) -> [u8; 32] {
+    const N: [u8; 32] = [
+        0xff, 0xff, 0xff, 0xff, 0x00, 0x00, 0x00, 0x00, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff,
+        0xff, 0xbc, 0xe6, 0xfa, 0xad, 0xa7, 0x17, 0x9e, 0x84, 0xf3, 0xb9, 0xca, 0xc2, 0xfc, 0x63,
+        0x25, 0x51,
+    ];
+    let mut out = [0u8; 32];
+    let mut borrow = 0i16;
+    for i in (0..32).rev() {
+        let d = i16::from(N[i]) - i16::from(s[i]) - borrow;
+        out[i] = d.rem_euclid(256) as u8;
+        borrow = i16::from(d < 0);
+    }
+    out
+}
+
 /// The async path: the same checks, the record made last, through an async
 /// store sharing its semantics with the blocking one.
 #[tokio::test]
