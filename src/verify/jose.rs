@@ -11,7 +11,10 @@ use crate::jwk::PublicJwk;
 pub(crate) const MAX_JWS_LEN: usize = 64 * 1024;
 
 /// A compact JWS split and decoded, not yet verified.
-#[derive(Debug, Clone)]
+///
+/// `Debug` shows the header and the claims with an SHR's access token
+/// (`at`) redacted, and only the lengths of the raw parts.
+#[derive(Clone)]
 pub struct ParsedJws {
     /// The protected header.
     pub header: Map<String, Value>,
@@ -24,6 +27,29 @@ pub struct ParsedJws {
     pub alg: Algorithm,
     signing_input: Vec<u8>,
     signature: Vec<u8>,
+}
+
+impl std::fmt::Debug for ParsedJws {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ParsedJws")
+            .field("header", &self.header)
+            .field("claims", &redacted(&self.claims))
+            .field("alg", &self.alg)
+            .field("payload_len", &self.payload_bytes.len())
+            .field("signature_len", &self.signature.len())
+            .finish_non_exhaustive()
+    }
+}
+
+/// Claims for `Debug` output: an SHR's access token (`at`, a credential)
+/// replaced by its length.
+pub(crate) fn redacted(claims: &Map<String, Value>) -> Map<String, Value> {
+    let mut shown = claims.clone();
+    if let Some(at) = shown.get_mut("at") {
+        let len = at.as_str().map_or(0, str::len);
+        *at = Value::String(format!("<access token, {len} bytes>"));
+    }
+    shown
 }
 
 impl ParsedJws {

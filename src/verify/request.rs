@@ -3,7 +3,10 @@
 use super::{err, ErrorKind, VerifyError};
 
 /// The request a proof claims to be bound to, as the server received it.
-#[derive(Clone, Debug, Default)]
+///
+/// `Debug` shows the values of credential headers (`Authorization`,
+/// `Proxy-Authorization`, `DPoP`, `Cookie`) and the body only as lengths.
+#[derive(Clone, Default)]
 pub struct Request<'a> {
     /// The method, e.g. `GET`.
     pub method: &'a str,
@@ -16,6 +19,30 @@ pub struct Request<'a> {
     pub headers: Vec<(&'a str, &'a str)>,
     /// The body (needed when proofs sign it into `b`); `None` = not given.
     pub body: Option<&'a [u8]>,
+}
+
+impl std::fmt::Debug for Request<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        const CREDENTIALS: [&str; 4] = ["authorization", "proxy-authorization", "dpop", "cookie"];
+        let headers: Vec<(&str, String)> = self
+            .headers
+            .iter()
+            .map(|(name, value)| {
+                let shown = if CREDENTIALS.iter().any(|c| name.eq_ignore_ascii_case(c)) {
+                    format!("<{} bytes>", value.len())
+                } else {
+                    (*value).to_string()
+                };
+                (*name, shown)
+            })
+            .collect();
+        f.debug_struct("Request")
+            .field("method", &self.method)
+            .field("url", &self.url)
+            .field("headers", &headers)
+            .field("body_len", &self.body.map(<[u8]>::len))
+            .finish()
+    }
 }
 
 impl<'a> Request<'a> {
@@ -88,5 +115,24 @@ fn hex_value(d: u8) -> u8 {
         b'0'..=b'9' => d - b'0',
         b'a'..=b'f' => d - b'a' + 10,
         _ => d - b'A' + 10,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn debug_shows_credentials_as_lengths() {
+        let r = super::Request::new("GET", "https://api.example.com/x")
+            .header("Authorization", "DPoP secret-token")
+            .header("dpop", "secret-proof")
+            .header("Accept", "application/json")
+            .body(b"secret body");
+        let shown = format!("{r:?}");
+        assert!(!shown.contains("secret"), "{shown}");
+        assert!(
+            shown.contains("<17 bytes>") && shown.contains("application/json"),
+            "{shown}"
+        );
+        assert!(shown.contains("body_len: Some(11)"), "{shown}");
     }
 }

@@ -11,7 +11,9 @@ use super::{common_builders, err, Common, ErrorKind, Request, VerifyError};
 use crate::text::clip;
 
 /// What a verified SHR says.
-#[derive(Debug, Clone)]
+///
+/// `Debug` shows the claims with the access token (`at`) redacted.
+#[derive(Clone)]
 pub struct VerifiedShr {
     /// The SHR's payload claims.
     pub claims: Map<String, Value>,
@@ -21,6 +23,20 @@ pub struct VerifiedShr {
     pub access_token_claims: Map<String, Value>,
     /// Whether the validator checked the access token's signature.
     pub access_token_signature_checked: bool,
+}
+
+impl std::fmt::Debug for VerifiedShr {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("VerifiedShr")
+            .field("claims", &super::jose::redacted(&self.claims))
+            .field("thumbprint", &self.thumbprint)
+            .field("access_token_claims", &self.access_token_claims)
+            .field(
+                "access_token_signature_checked",
+                &self.access_token_signature_checked,
+            )
+            .finish()
+    }
 }
 
 /// Verifies SHRs: signature by `cnf.jwk`, freshness, binding to the request

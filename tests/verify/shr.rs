@@ -388,6 +388,25 @@ fn nonces_and_replay() {
     v.verify_at(&shr, &req, NOW).unwrap();
 }
 
+/// The access token an SHR carries never shows in `Debug` output.
+#[test]
+fn debug_output_hides_the_access_token() {
+    let c = Case::new(Algorithm::ES256);
+    let shr = c.shr_builder().sign(&c.key).unwrap();
+    let verified = c.verifier().verify_at(&shr, &request(), NOW).unwrap();
+    assert_eq!(verified.claims["at"], c.at.as_str());
+    let parsed = popkey::verify::ParsedJws::parse(&shr, &[Algorithm::ES256]).unwrap();
+    for shown in [format!("{verified:?}"), format!("{parsed:?}")] {
+        assert!(!shown.contains(&c.at), "{shown}");
+        assert!(!shown.contains(shr.split('.').nth(1).unwrap()), "{shown}");
+        assert!(
+            shown.contains(&format!("<access token, {} bytes>", c.at.len())),
+            "{shown}"
+        );
+        assert!(shown.contains("\"m\": String(\"POST\")"), "{shown}");
+    }
+}
+
 /// An SHR is named for replay by what it signs, not by its signature bytes:
 /// ECDSA's second valid signature over the same input, (r, n − s), and a
 /// fresh signature over the same header and payload are the same proof.
