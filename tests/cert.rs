@@ -19,23 +19,9 @@ use std::process::{Command, Output};
 use popkey::cert::{check_certificate_matches_key, CertificateChain, CertificateTemplate};
 use popkey::tls::ClientIdentity;
 use popkey::{Algorithm, CreateOptions, ErrorKind, PopKey};
+use popkey_testkit::pki::openssl;
 use popkey_testkit::softhsm;
 use popkey_testkit::swtpm::Swtpm;
-
-fn openssl(dir: &Path, args: &[&str]) -> String {
-    let out = Command::new("openssl")
-        .args(args)
-        .current_dir(dir)
-        .output()
-        .expect("openssl is needed: apt-get install openssl");
-    assert!(
-        out.status.success(),
-        "openssl {args:?}: {}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr)
-}
 
 /// A public key file (PEM or DER, SPKI) normalized by openssl to DER.
 fn spki_der(dir: &Path, file: &str, inform: &str) -> Vec<u8> {

@@ -4,18 +4,18 @@
 use std::path::Path;
 use std::process::Command;
 
-/// Runs `openssl` with `args` in `dir`; panics with its stderr on failure.
-fn openssl(dir: &Path, args: &[&str]) {
+/// Runs `openssl` with `args` in `dir` and returns what it printed (stdout,
+/// then stderr); panics with both on failure.
+pub fn openssl(dir: &Path, args: &[&str]) -> String {
     let out = Command::new("openssl")
         .args(args)
         .current_dir(dir)
         .output()
         .expect("openssl is needed: apt-get install openssl");
-    assert!(
-        out.status.success(),
-        "openssl {args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let printed =
+        String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "openssl {args:?}: {printed}");
+    printed
 }
 
 /// Makes in `dir`: `ca.key` and `ca.pem`, a CA named `ca_name`; and

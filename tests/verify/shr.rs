@@ -428,10 +428,7 @@ fn replay_is_judged_on_the_signed_content() {
     s.copy_from_slice(&sig[32..]);
     let mut twin = sig[..32].to_vec();
     twin.extend(p256_order_minus(&s));
-    let twin = format!(
-        "{input}.{}",
-        base64::Engine::encode(&base64::engine::general_purpose::URL_SAFE_NO_PAD, &twin)
-    );
+    let twin = format!("{input}.{}", b64(&twin));
     assert_ne!(twin, shr);
     c.verifier().verify_at(&twin, &req, NOW).unwrap();
     assert_eq!(kind(v.verify_at(&twin, &req, NOW)), ErrorKind::Replay);
@@ -439,13 +436,7 @@ fn replay_is_judged_on_the_signed_content() {
     // The same header and payload signed again: another random k with
     // aws-lc-rs, the very same signature with RustCrypto (RFC 6979
     // deterministic k). A replay either way.
-    let again = format!(
-        "{input}.{}",
-        base64::Engine::encode(
-            &base64::engine::general_purpose::URL_SAFE_NO_PAD,
-            c.key.sign(input.as_bytes()).unwrap()
-        )
-    );
+    let again = format!("{input}.{}", b64(c.key.sign(input.as_bytes()).unwrap()));
     assert_eq!(
         again != shr,
         popkey::crypto_provider() == "aws-lc-rs",
