@@ -16,6 +16,8 @@
 //!   passes; the same token with another key's certificate, with none, or
 //!   with a forged certificate header is refused with `invalid_token`.
 
+#![cfg(all(feature = "mtls", feature = "cli", feature = "pkcs11", feature = "tpm"))]
+
 use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
