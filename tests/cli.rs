@@ -216,6 +216,19 @@ fn bench_prints_raw_beside_protocol_costs() {
         assert!(p50 > 0.0 && p99 >= p50);
     }
     assert!(out["shr_vs_raw"].as_f64().unwrap() > 0.0);
+    // The overheads are p50 differences, so they are consistent with the
+    // p50s printed beside them (their sign is not asserted: no timings).
+    for (overhead, full, raw) in [
+        ("verify_shr_overhead_us", "verify_shr", "raw_verify"),
+        ("verify_dpop_overhead_us", "verify_dpop", "raw_verify_dpop"),
+    ] {
+        let p50 = |n: &str| out[format!("{n}_p50_us")].as_f64().unwrap();
+        let got = out[overhead].as_f64().unwrap();
+        assert!(
+            (got - (p50(full) - p50(raw))).abs() <= 0.16,
+            "{overhead}: {got}"
+        );
+    }
     assert_eq!(out["threads"], 2);
     // The crypto libraries' own figures, the pure-Rust one always among them.
     let libs = out["crypto_libraries"].as_object().unwrap();
