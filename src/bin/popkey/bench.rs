@@ -3,8 +3,8 @@
 //!
 //! Phases run one after another with the same key and thread count:
 //!
-//! * signing (interleaved in slices): the key's raw `sign` over a signing input of SHR size, SHR
-//!   creation and DPoP creation;
+//! * signing, interleaved in slices: the key's raw `sign` over a signing
+//!   input of SHR size, SHR creation and DPoP creation;
 //! * verification: over proofs signed beforehand, the full `ShrVerifier`
 //!   and `DpopVerifier` (replay store included), each proof verified once,
 //!   beside the raw signature check of the same proofs (their signing
